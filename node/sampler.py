@@ -1,0 +1,23 @@
+"""Prompt selection.  The prompts of step `s` are a pure function of (seed, s), so a resumed
+run draws exactly the batch it would have drawn without the interruption."""
+
+from __future__ import annotations
+
+import random
+
+from node.tasks.base import Prompt, Task
+
+
+class PromptSampler:
+    def __init__(self, tasks: list[Task], weights: list[float], seed: int):
+        self.tasks = tasks
+        self.weights = weights
+        self.seed = seed
+
+    def sample(self, step: int, n: int) -> list[Prompt]:
+        rng = random.Random(f"prompts:{self.seed}:{step}")
+        out = []
+        for _ in range(n):
+            task = rng.choices(self.tasks, weights=self.weights)[0]
+            out.append(task.prompt(rng.randrange(len(task))))
+        return out

@@ -1,0 +1,37 @@
+"""The task seam: a `Prompt` record and the `Task` protocol every prompt source implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Prompt:
+    prompt_id: str  # stable across runs and peers: "<task>:<seed>:<index>" or a content hash
+    task: str  # name of the source that made it (and can score it)
+    question: str  # the user message
+    answer: str  # ground truth, as the task's checker expects it
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+class Task(Protocol):
+    """A source of verifiable prompts.  Scoring never trusts anyone's claimed reward."""
+
+    name: str
+
+    def __len__(self) -> int:
+        """Number of training prompts."""
+        ...
+
+    def prompt(self, index: int) -> Prompt:
+        """The training prompt at `index` (0 <= index < len)."""
+        ...
+
+    def heldout(self, n: int) -> list[Prompt]:
+        """`n` prompts disjoint from the training prompts, for evaluation."""
+        ...
+
+    def score(self, prompt: Prompt, answer: str | None) -> float:
+        """Correctness of an extracted answer in [0, 1] (None: no answer found)."""
+        ...

@@ -1,0 +1,77 @@
+"""`{question, answer}` rows from a JSONL file (or any list of rows), scored with math-verify.
+
+`math_verify.verify(parse(gold), parse(answer))` compares mathematically (1/2 == 0.5, sets,
+expressions), so the answer format need not match the gold string.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+
+from node.tasks.base import Prompt
+
+HELDOUT_FRACTION = 0.1
+
+
+def _wrap(text: str) -> str:
+    return text if "$" in text or "\\boxed" in text else f"${text}$"
+
+
+def math_equal(gold: str, answer: str) -> bool:
+    from math_verify import parse, verify
+
+    try:
+        return bool(verify(parse(_wrap(gold)), parse(_wrap(answer))))
+    except Exception:  # math-verify raises on unparsable input; that is a wrong answer
+        return False
+
+
+class JsonlTask:
+    """Rows are split deterministically (by `seed`) into train and held-out parts."""
+
+    def __init__(self, name: str, rows: list[dict], seed: int = 0):
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict) or "question" not in row or "answer" not in row:
+                raise ValueError(f"{name}: row {i} lacks 'question' or 'answer'")
+        self.name = name
+        order = list(range(len(rows)))
+        random.Random(seed).shuffle(order)
+        n_held = max(1, int(len(rows) * HELDOUT_FRACTION)) if len(rows) > 1 else 0
+        self._held = [self._make(rows[i]) for i in order[:n_held]]
+        self._train = [self._make(rows[i]) for i in order[n_held:]]
+        if not self._train:
+            raise ValueError(f"{name}: needs at least 2 rows")
+
+    @classmethod
+    def from_file(cls, name: str, path: str | Path, seed: int = 0) -> JsonlTask:
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"tasks.sources: jsonl file not found: {path}")
+        rows = []
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{n}: not valid JSON: {e}") from None
+        return cls(name, rows, seed)
+
+    def _make(self, row: dict) -> Prompt:
+        q, a = str(row["question"]), str(row["answer"])
+        pid = f"{self.name}:" + hashlib.sha256(f"{q}\x00{a}".encode()).hexdigest()[:16]
+        return Prompt(pid, self.name, q, a, {})
+
+    def __len__(self) -> int:
+        return len(self._train)
+
+    def prompt(self, index: int) -> Prompt:
+        return self._train[index]
+
+    def heldout(self, n: int) -> list[Prompt]:
+        return self._held[:n]
+
+    def score(self, prompt: Prompt, answer: str | None) -> float:
+        return 1.0 if answer is not None and math_equal(prompt.answer, answer) else 0.0

@@ -1,0 +1,67 @@
+"""Reward functions: small named functions of one completion, combined with weights from
+`tasks.rewards`.  Each sample keeps every component separately (GDPO and the metrics use them).
+
+The answer is what stands between the last `<answer>` and `</answer>` tags.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from node.tasks.base import Prompt, Task
+
+ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """What a reward function sees."""
+
+    prompt: Prompt
+    text: str  # the decoded completion
+    num_tokens: int
+    truncated: bool  # stopped at the length cap, not at end-of-turn
+    max_tokens: int
+    task: Task
+
+
+def extract_answer(text: str) -> str | None:
+    found = ANSWER_RE.findall(text)
+    return found[-1].strip() if found else None
+
+
+def correctness(s: Scored) -> float:
+    """The task's own checker on the extracted answer, in [0, 1]."""
+    return s.task.score(s.prompt, extract_answer(s.text))
+
+
+def format_reward(s: Scored) -> float:
+    """1 if the completion ends its turn with exactly one non-empty <answer>...</answer>."""
+    found = ANSWER_RE.findall(s.text)
+    return 1.0 if not s.truncated and len(found) == 1 and found[0].strip() else 0.0
+
+
+def length(s: Scored) -> float:
+    """1 - tokens / cap: shorter is better, 0 at the cap."""
+    return 1.0 - min(s.num_tokens, s.max_tokens) / max(s.max_tokens, 1)
+
+
+REWARDS: dict[str, Callable[[Scored], float]] = {
+    "correctness": correctness,
+    "format": format_reward,
+    "length": length,
+}
+
+
+def check_reward_names(weights: dict[str, float]) -> None:
+    unknown = sorted(set(weights) - set(REWARDS))
+    if unknown:
+        raise ValueError(f"tasks.rewards: unknown reward {unknown[0]!r}; valid: {', '.join(sorted(REWARDS))}")
+
+
+def score(s: Scored, weights: dict[str, float]) -> tuple[float, dict[str, float]]:
+    """(weighted total, every component unweighted)."""
+    parts = {name: REWARDS[name](s) for name in weights}
+    return sum(weights[n] * v for n, v in parts.items()), parts

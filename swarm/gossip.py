@@ -1,0 +1,383 @@
+"""Rollout gossip over any `Transport`: announce small, fetch by id, validate, admit.
+
+Design (pull-based, like Bitcoin's inv/getdata and GossipSub's IHAVE/IWANT, with the data
+itself never pushed):
+
+1. A peer that has a group (its own, or one it admitted) announces `(group_id, origin, size,
+   meta)` in a small signed `Announce` on the swarm's topic.
+2. A peer that hears of a group it has not seen asks `want(entry)`; if wanted, it fetches the
+   group by id with a `Request` to a peer that announced it (falling back to other announcers,
+   each tried once), opens it through the `Wire` (codec limits, signatures, validators), checks
+   the content id, and puts it in the bounded `Inbox`.
+3. On transports that only reach neighbours (`propagates` False: memory, hivemind) the new
+   holder announces the group in turn, which is the relay: a group spreads in O(log N) hops
+   and each peer sends each group's announce once to its neighbours and fetches it once.
+   On GossipSub the first announce already reaches everyone, so nobody re-announces.
+4. Every `sync_interval` a peer asks a random neighbour for its inventory (the newest entries
+   of its `Outbox`) and treats the answer like an announce: this repairs lost announces and is
+   how a late joiner catches up with groups that are still served (`Outbox.ttl`).
+
+Defences, in the order a pushed message meets them: drop if the transport sender is banned;
+token buckets on messages and bytes per sender; exact-duplicate bytes from the same sender;
+`Wire.open_push` (size, decode, swarm id, time window, signature, replay nonce, validators,
+signer == sender); allowlist of the private swarm.  Every refusal is counted by reason and
+charged to the sender's score (`scoring.ScoreParams`); fetched content is charged to the peer
+that served it.  A group whose bytes verified but failed validation is remembered as seen, so
+it is never fetched again from anyone.
+
+Guarantee: with at least one honest holder reachable until `Outbox.ttl`, every wanted group is
+admitted exactly once (the seen-cache and the in-flight set suppress duplicates).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from swarm.inbox import Inbox, InboxItem
+from swarm.membership import Membership
+from swarm.metrics import SwarmMetrics
+from swarm.outbox import Outbox
+from swarm.rate_limit import PeerRateLimiter
+from swarm.scoring import PeerScores, ScoreParams
+from swarm.seen_cache import SeenCache
+from swarm.transport import Transport, TransportError
+from swarm.wire import BANNED, DUPLICATE, FETCH_FAILED, RATE_LIMITED, WRONG_ID, AnnounceEntry, Rejected, Wire
+
+log = logging.getLogger(__name__)
+
+WantFn = Callable[[AnnounceEntry], bool]
+
+
+@dataclass(frozen=True)
+class GossipConfig:
+    """Knobs of the gossip protocol.  Times in seconds (loop time)."""
+
+    swarm_id: str = "public"  # scopes every topic and protocol name
+    inbox_capacity: int = 1024  # admitted groups waiting for the node
+    outbox_capacity: int = 1024  # groups held for serving
+    outbox_max_bytes: int = 512 * 1024 * 1024
+    serve_ttl: float = 600.0  # how long a group stays fetchable from us
+    seen_capacity: int = 200_000  # group ids and message digests remembered
+    seen_ttl: float = 1800.0
+    fetch_timeout: float = 5.0  # per attempt
+    fetch_attempts: int = 4  # distinct holders tried per announce
+    max_concurrent_fetches: int = 16
+    max_pending: int = 10_000  # announced-but-unfetched group ids tracked at once
+    relay: bool | None = None  # re-announce admitted groups; None: iff transport doesn't propagate
+    announce_delay: float = 0.005  # batch entries admitted within this window into one Announce
+    max_announce_entries: int = 64
+    sync_interval: float = 5.0  # anti-entropy inventory pull from one random neighbour
+    inventory_size: int = 256  # newest entries returned in an inventory answer
+    card_interval: float = 10.0  # PeerCard re-publish period
+    card_ttl: float = 35.0  # a member not refreshed within this is dropped
+    score: ScoreParams = field(default_factory=ScoreParams)
+    allowlist: frozenset[str] | None = None  # private swarm: only these peer ids (None: open)
+
+    @property
+    def topic(self) -> str:
+        return f"/swarmrl/{self.swarm_id}/announce/1"
+
+    @property
+    def fetch_protocol(self) -> str:
+        return f"/swarmrl/{self.swarm_id}/fetch/1"
+
+
+class Gossip:
+    """One peer's gossip engine.  Build, `await start()`, then `publish_group` / `inbox`."""
+
+    def __init__(
+        self, transport: Transport, wire: Wire, config: GossipConfig, want: WantFn | None = None
+    ) -> None:
+        self.transport, self.wire, self.config = transport, wire, config
+        self.want: WantFn = want or (lambda entry: True)
+        loop_time = self._now
+        self.metrics = SwarmMetrics()
+        self.scores = PeerScores(config.score, loop_time)
+        sp = config.score
+        self.limiter = PeerRateLimiter(sp.msg_rate, sp.msg_burst, sp.byte_rate, sp.byte_burst, loop_time)
+        self.seen_groups = SeenCache(config.seen_capacity, config.seen_ttl, loop_time)
+        self.seen_msgs = SeenCache(config.seen_capacity, config.seen_ttl, loop_time)
+        self.inbox = Inbox(config.inbox_capacity, sp.max_inbox_share)
+        self.outbox = Outbox(config.outbox_capacity, config.outbox_max_bytes, config.serve_ttl, loop_time)
+        self.members = Membership(config.card_ttl, loop_time)
+        self._holders: dict[str, list[str]] = {}  # group id -> peers that announced it
+        self._fetching: set[str] = set()
+        self._fetch_slots = asyncio.Semaphore(config.max_concurrent_fetches)
+        self._to_announce: list[AnnounceEntry] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._background: list[asyncio.Task[Any]] = []
+        self._rng = random.Random()
+        self.relay = (not transport.propagates) if config.relay is None else config.relay
+
+    @staticmethod
+    def _now() -> float:
+        return asyncio.get_running_loop().time()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self.config.allowlist is not None:
+            self.transport.allow_peers(self.config.allowlist)
+        await self.transport.subscribe(self.config.topic, self._on_push)
+        self.transport.set_request_handler(self.config.fetch_protocol, self._serve)
+        self._background = [
+            asyncio.ensure_future(self._every(self.config.card_interval, self._publish_card, first=0.0)),
+            asyncio.ensure_future(self._every(self.config.sync_interval, self.sync, first=0.2)),
+        ]
+
+    async def stop(self) -> None:
+        for t in [*self._background, *self._tasks]:
+            t.cancel()
+        await asyncio.gather(*self._background, *self._tasks, return_exceptions=True)
+        self._background, self._tasks = [], set()
+
+    async def _every(self, period: float, fn: Callable[[], Any], first: float) -> None:
+        await asyncio.sleep(first)
+        while True:
+            try:
+                await fn()
+            except Exception:  # a failed round must not stop the loop
+                log.exception("periodic %s failed", getattr(fn, "__name__", fn))
+            await asyncio.sleep(period * self._rng.uniform(0.8, 1.2))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- the node's API --------------------------------------------------------------------------
+    async def publish_group(self, group: Any) -> str:
+        """Sign one of our groups, hold it for serving and announce it; returns its group id."""
+        entry, data = self.wire.seal_group(group)
+        self.seen_groups.add(entry.group_id)
+        self.outbox.put(entry, data)
+        self.metrics.inc("published_groups")
+        await self._announce([entry])
+        return entry.group_id
+
+    def snapshot(self) -> dict[str, Any]:
+        """Counters, gauges and per-peer scores as one JSON-able dict."""
+        m = self.metrics
+        m.set("connected_peers", len(self.transport.connected_peers()))
+        m.set("members", len(self.members))
+        m.set("inbox_size", len(self.inbox))
+        m.set("outbox_size", len(self.outbox))
+        m.set("pending_fetches", len(self._fetching))
+        scores = self.scores.snapshot()
+        m.set("banned_peers", sum(self.scores.is_banned(p) for p in scores))
+        return {**m.snapshot(), "peer_scores": scores}
+
+    # -- outgoing ----------------------------------------------------------------------------
+    async def _announce(self, entries: list[AnnounceEntry]) -> None:
+        start_flush = not self._to_announce
+        self._to_announce.extend(entries)
+        if start_flush:
+            self._spawn(self._flush_announces())
+
+    async def _flush_announces(self) -> None:
+        await asyncio.sleep(self.config.announce_delay)
+        batch, self._to_announce = self._to_announce, []
+        n = self.config.max_announce_entries
+        for i in range(0, len(batch), n):
+            await self._push(self.wire.seal_announce(batch[i : i + n]))
+
+    async def _publish_card(self) -> None:
+        self.members.expire()
+        await self._push(self.wire.seal_card(self.transport.addresses))
+
+    async def _push(self, data: bytes) -> None:
+        self.metrics.inc("sent_messages")
+        self.metrics.inc("sent_bytes", len(data) * max(1, len(self.transport.connected_peers())))
+        try:
+            await self.transport.publish(self.config.topic, data)
+        except TransportError as e:
+            self.metrics.inc("publish_errors")
+            log.debug("publish failed: %s", e)
+
+    # -- incoming pushes -----------------------------------------------------------------------
+    def _reject(self, peer: str, reason: str) -> None:
+        self.metrics.reject(reason)
+        if self.scores.penalize(peer, reason):
+            self.metrics.inc("bans")
+            log.info("banned peer %s (last reason: %s)", peer, reason)
+
+    async def _on_push(self, sender: str, data: bytes) -> None:
+        m = self.metrics
+        m.inc("recv_messages")
+        m.inc("recv_bytes", len(data))
+        if self.scores.is_banned(sender):
+            m.reject(BANNED)
+            return
+        if not self.limiter.allow(sender, len(data)):
+            self._reject(sender, RATE_LIMITED)
+            return
+        if not self.seen_msgs.add((sender, hashlib.blake2b(data, digest_size=16).digest())):
+            self._reject(sender, DUPLICATE)
+            return
+        try:
+            push = self.wire.open_push(data, sender)
+        except Rejected as e:
+            self._reject(sender, e.reason)
+            return
+        if push.addresses is not None:
+            if self.members.update(push.signer, push.addresses):
+                await self._on_new_member(push.signer, push.addresses)
+            return
+        self.members.update(push.signer, [])
+        self._consider(push.entries, push.signer)
+
+    async def _on_new_member(self, peer_id: str, addresses: list[str]) -> None:
+        """Dial members we are not connected to, so fetches can reach them (GossipSub meshes)."""
+        if not self.transport.propagates or peer_id in self.transport.connected_peers():
+            return
+        for addr in addresses:
+            try:
+                await self.transport.connect(addr)
+                return
+            except TransportError:
+                continue
+
+    def _consider(self, entries: Iterable[AnnounceEntry], holder: str) -> None:
+        for entry in entries:
+            gid = entry.group_id
+            if gid in self.seen_groups:
+                self.metrics.inc("duplicate_announces")
+                continue
+            holders = self._holders.get(gid)
+            if holders is None:
+                if len(self._holders) >= self.config.max_pending:
+                    self.metrics.inc("pending_overflow")
+                    continue
+                holders = self._holders[gid] = []
+            if holder not in holders:
+                holders.append(holder)
+            if gid in self._fetching:
+                continue
+            if not self.want(entry):
+                self.seen_groups.add(gid)
+                self._holders.pop(gid, None)
+                self.metrics.inc("unwanted")
+                continue
+            self._fetching.add(gid)
+            self._spawn(self._fetch(entry))
+
+    # -- fetching ------------------------------------------------------------------------------
+    async def _fetch(self, entry: AnnounceEntry) -> None:
+        gid = entry.group_id
+        tried: set[str] = set()
+        try:
+            async with self._fetch_slots:
+                for _ in range(self.config.fetch_attempts):
+                    holder = next(
+                        (h for h in self._holders.get(gid, ()) if h not in tried and not self.scores.is_banned(h)),
+                        None,
+                    )
+                    if holder is None or gid in self.seen_groups:
+                        return
+                    tried.add(holder)
+                    if await self._fetch_from(holder, gid):
+                        return
+        finally:
+            self._fetching.discard(gid)
+            if gid in self.seen_groups:
+                self._holders.pop(gid, None)
+            elif not [h for h in self._holders.get(gid, ()) if h not in tried]:
+                self._holders.pop(gid, None)  # every holder failed: forget, a later announce retries
+            else:
+                self._fetching.add(gid)  # holders arrived while we were busy
+                self._spawn(self._fetch(entry))
+
+    async def _fetch_from(self, holder: str, gid: str) -> bool:
+        """One attempt; True when the group is settled (admitted, or proven bad)."""
+        m = self.metrics
+        try:
+            request = self.wire.seal_request([gid])
+            m.inc("sent_requests")
+            m.inc("sent_bytes", len(request))
+            answer = await self.transport.request(
+                holder, self.config.fetch_protocol, request, self.config.fetch_timeout
+            )
+        except TransportError as e:
+            m.inc("fetch_failures")
+            self.scores.penalize(holder, FETCH_FAILED)
+            log.debug("fetch %s from %s failed: %s", gid[:12], holder[:12], e)
+            return False
+        m.inc("fetched_bytes", len(answer))
+        try:
+            groups, _ = self.wire.open_response(answer, holder)
+            data = next((g for g in groups if self._content_id(g) == gid), None)
+            if data is None:
+                raise Rejected(WRONG_ID, "requested group not in answer")
+            entry, group = self.wire.open_group(data)
+        except Rejected as e:
+            self._reject(holder, e.reason)
+            if e.reason != WRONG_ID and e.reason != "too_large":
+                self.seen_groups.add(gid)  # the group itself is bad: never fetch it again
+                return True
+            return False
+        self._admit(holder, entry, group, data)
+        return True
+
+    def _content_id(self, data: bytes) -> str:
+        return self.wire.content_id(data)
+
+    def _admit(self, holder: str, entry: AnnounceEntry, group: Any, data: bytes) -> None:
+        if self.config.allowlist is not None and entry.origin not in self.config.allowlist:
+            self._reject(holder, "not_allowed")
+            self.seen_groups.add(entry.group_id)
+            return
+        self.seen_groups.add(entry.group_id)
+        self.outbox.put(entry, data)
+        self.inbox.put(InboxItem(entry.group_id, entry.origin, group, self._now(), len(data)))
+        self.scores.reward(holder)
+        self.metrics.inc("admitted_groups")
+        if self.relay:
+            self._spawn(self._announce([entry]))
+
+    # -- serving -------------------------------------------------------------------------------
+    async def _serve(self, caller: str, data: bytes) -> bytes:
+        if self.scores.is_banned(caller):
+            self.metrics.reject(BANNED)
+            raise PermissionError("banned")
+        if not self.limiter.allow(caller, len(data)):
+            self._reject(caller, RATE_LIMITED)
+            raise PermissionError("rate limited")
+        try:
+            ids = self.wire.open_request(data, caller)
+        except Rejected as e:
+            self._reject(caller, e.reason)
+            raise PermissionError(e.reason) from None
+        if not ids:
+            self.metrics.inc("served_inventories")
+            answer = self.wire.seal_response([], self.outbox.entries(self.config.inventory_size))
+        else:
+            groups = [g for g in (self.outbox.get(i) for i in ids) if g is not None]
+            self.metrics.inc("served_groups", len(groups))
+            answer = self.wire.seal_response(groups, [])
+        self.metrics.inc("sent_bytes", len(answer))
+        return answer
+
+    async def sync(self) -> None:
+        """Pull one random neighbour's inventory and fetch what we miss (anti-entropy)."""
+        peers = [p for p in self.transport.connected_peers() if not self.scores.is_banned(p)]
+        if not peers:
+            return
+        peer = self._rng.choice(peers)
+        try:
+            answer = await self.transport.request(
+                peer, self.config.fetch_protocol, self.wire.seal_request([]), self.config.fetch_timeout
+            )
+            _, entries = self.wire.open_response(answer, peer)
+        except TransportError:
+            self.metrics.inc("sync_failures")
+            return
+        except Rejected as e:
+            self._reject(peer, e.reason)
+            return
+        self.metrics.inc("syncs")
+        self._consider(entries, peer)
