@@ -45,11 +45,30 @@ def pack(completions: list[Completion], advantages: Tensor, pad_id: int) -> Pack
     return PackedBatch(input_ids, attention, mask, behavior, adv, versions)
 
 
-def token_logprobs(model, input_ids: Tensor, attention_mask: Tensor, temperature: float, with_entropy: bool):
-    """log pi(token_{j+1} | tokens_{<=j}) for j < T-1, and optionally the entropy at j."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1]
-    logits = logits.float() / temperature
+def token_logprobs(model, input_ids: Tensor, attention_mask: Tensor, temperature: float, with_entropy: bool,
+                   first: int = 0):
+    """log pi(token_{j+1} | tokens_{<=j}) as [B, T-1], and optionally the entropy at j.
+
+    Only positions `j >= first` are computed (the rest are 0): with `first` = the shortest
+    prompt's length - 1, the LM head and softmax run on the completions alone, not the prompts.
+    """
+    width = input_ids.shape[1]
+    keep = width - first
+    try:
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=keep).logits
+    except TypeError:  # a model without `logits_to_keep`: compute all positions
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, first:]
+    logits = logits[:, :-1].float() / temperature
     logp_all = torch.log_softmax(logits, dim=-1)
-    logp = logp_all.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    targets = input_ids[:, first + 1 :]
+    logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     entropy = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else None
+    pad = (first, 0)
+    logp = torch.nn.functional.pad(logp, pad)
+    entropy = torch.nn.functional.pad(entropy, pad) if entropy is not None else None
     return logp, entropy
+
+
+def first_completion_position(completions: list[Completion]) -> int:
+    """Smallest index j whose prediction is a completion token, over these rows."""
+    return max(min(len(c.prompt_ids) for c in completions) - 1, 0)

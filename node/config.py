@@ -68,11 +68,21 @@ class TaskSource(Section):
     options: dict[str, Any] = Field(default_factory=dict, description="extra generator kwargs")
 
 
+class Example(Section):
+    """A worked example, shown to the model as an earlier user/assistant turn."""
+
+    question: str
+    answer: str
+
+
 class TasksConfig(Section):
     sources: list[TaskSource] = Field(default_factory=lambda: [TaskSource()], min_length=1)
     system_prompt: str = Field(
         "Solve the problem. Think briefly, then give the final answer inside <answer></answer> tags.",
         description="system message of every prompt",
+    )
+    examples: list[Example] = Field(
+        default_factory=list, description="worked examples shown before every question (few-shot)"
     )
     rewards: dict[str, float] = Field(
         default_factory=lambda: {"correctness": 1.0, "format": 0.2},

@@ -16,12 +16,14 @@ from node.tasks import build_tasks
 
 def accuracy(cfg: Config, policy, n: int) -> dict[str, float]:
     tasks = build_tasks(cfg.tasks)
-    engine = build_engine(cfg.rollout, policy, cfg.tasks.system_prompt)
+    engine = build_engine(cfg.rollout, policy, cfg.tasks)
     sampling = SamplingParams(cfg.rollout.max_new_tokens, greedy=True)
     weights = {"correctness": 1.0, "format": 0.0}
     out = {}
     for task in tasks:
         prompts = task.heldout(n)
+        if not prompts:
+            raise ValueError(f"task {task.name!r} has no held-out prompts: every generated question is in its training set")
         groups = engine.generate(prompts, 1, sampling)
         score_groups(groups, {task.name: task}, weights, cfg.rollout.max_new_tokens)
         comps = [g.completions[0] for g in groups]

@@ -43,7 +43,7 @@ class Node:
         self.sampler = PromptSampler(task_list, [s.weight for s in cfg.tasks.sources], cfg.seed)
         self.policy = load_policy(cfg.model)
         ref = load_reference(self.policy) if cfg.algorithm.kl_coef > 0 else None
-        self.engine = build_engine(cfg.rollout, self.policy, cfg.tasks.system_prompt)
+        self.engine = build_engine(cfg.rollout, self.policy, cfg.tasks)
         self.trainer = Trainer(
             self.policy.model,
             cfg.trainer,

@@ -17,7 +17,7 @@ from torch import Tensor
 from node.algos.api import policy_loss
 from node.algos.config import AlgorithmConfig
 from node.algos.types import LossInputs
-from node.batching import pack, token_logprobs
+from node.batching import first_completion_position, pack, token_logprobs
 from node.config import TrainerConfig
 from node.rollout.base import Completion
 
@@ -65,15 +65,17 @@ class Trainer:
         seen_tokens = 0
         mb = self.cfg.micro_batch_size
         for start in range(0, len(completions), mb):
-            batch = pack(completions[start : start + mb], advantages[start : start + mb], self.pad_id)
+            rows = completions[start : start + mb]
+            batch = pack(rows, advantages[start : start + mb], self.pad_id)
+            first = first_completion_position(rows)
             ids = batch.input_ids.to(self.device)
             attn = batch.attention_mask.to(self.device)
             seen_tokens += int(attn.sum())
-            logp, entropy = token_logprobs(self.model, ids, attn, self.temperature, want_entropy)
+            logp, entropy = token_logprobs(self.model, ids, attn, self.temperature, want_entropy, first)
             ref = None
             if self.ref_model is not None and self.algo.kl_coef > 0:
                 with torch.no_grad():
-                    ref, _ = token_logprobs(self.ref_model, ids, attn, self.temperature, False)
+                    ref, _ = token_logprobs(self.ref_model, ids, attn, self.temperature, False, first)
             inputs = LossInputs(
                 policy_logprobs=logp,
                 old_logprobs=logp.detach(),

@@ -38,8 +38,14 @@ class Limits:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"Limits.{name} must be a positive int, got {value!r}")
-        if self.max_array_len < max(self.max_completions, self.max_announce_items, self.max_request_ids,
-                                    self.max_response_groups, self.max_addresses, self.max_tasks):
+        if self.max_array_len < max(
+            self.max_completions,
+            self.max_announce_items,
+            self.max_request_ids,
+            self.max_response_groups,
+            self.max_addresses,
+            self.max_tasks,
+        ):
             raise ValueError("Limits.max_array_len must cover every per-list limit")
         if self.max_map_len < self.max_reward_components:
             raise ValueError("Limits.max_map_len must cover max_reward_components")

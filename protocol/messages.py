@@ -74,7 +74,8 @@ class TaskRef:
     seed: int | None = None  # [sd] dataset seed; 0..2^63-1; set iff dataset is set
     index: int | None = None  # [ix] item index within the seeded dataset; 0..2^63-1; set iff dataset is set
     question: str | None = None  # [q] prompt text; 1..max_text_bytes
-    verifier: str | None = None  # [vf] verifier spec, e.g. "math_verify" or "exact"; 1..max_name_bytes; required with question when no dataset
+    # [vf] verifier spec, e.g. "math_verify" or "exact"; 1..max_name_bytes; required with q when no ds.
+    verifier: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -114,16 +115,18 @@ class RolloutGroup:
 
     swarm_id: str  # [sw] swarm this group belongs to; 1..max_name_bytes; must equal the receiver's
     task: TaskRef  # [task] what was answered
-    ground_truth: str | None  # [gt] answer/metadata needed to re-score (JSON text if structured); 0..max_text_bytes
+    # [gt] answer (and metadata, as JSON text if structured) needed to re-score; 0..max_text_bytes.
+    ground_truth: str | None
     completions: tuple[Completion, ...]  # [c] the G completions; 1..max_completions
     model_id: str  # [m] model that sampled, e.g. "HuggingFaceTB/SmolLM2-135M-Instruct"; 1..max_name_bytes
-    tokenizer_hash: str  # [tok] hex sha256 of the tokenizer files, "" if unknown; 0..max_name_bytes; required with token ids
-    policy_version: int  # [pv] origin's optimizer step that produced the weights; 0..Limits.max_policy_version
+    # [tok] hex sha256 of the tokenizer files, "" if unknown; 0..max_name_bytes; required with token ids.
+    tokenizer_hash: str
+    policy_version: int  # [pv] origin's optimizer step that made the weights; 0..max_policy_version
     sampling: SamplingParams  # [sp] sampling settings
     origin: str = ""  # [o] peer id of the peer that sampled; set by sign_group
     created_ms: int = 0  # [ct] unix time in ms when sampling finished; set by sign_group; 0..2^63-1
     group_id: bytes = b""  # [id] 32-byte content hash; set by sign_group
-    origin_signature: bytes = b""  # [sig] 64-byte Ed25519 signature by `origin` of the group id; set by sign_group
+    origin_signature: bytes = b""  # [sig] 64-byte Ed25519 signature of the id by `origin`; set by sign_group
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -38,13 +38,34 @@ class ScanLimits:
     max_map_len: int
 
 
-# Fixed-size scalars: first byte -> total bytes (nil, bools, floats, ints).
-_FIXED: dict[int, int] = {
-    0xC0: 1, 0xC2: 1, 0xC3: 1,
-    0xCA: 5, 0xCB: 9,
-    0xCC: 2, 0xCD: 3, 0xCE: 5, 0xCF: 9,
-    0xD0: 2, 0xD1: 3, 0xD2: 5, 0xD3: 9,
-}  # fmt: skip
+# Every first byte is classified once: (kind, n) where n is the scalar's total size, the inline
+# length of a fix* type, or the width of the big-endian length field that follows.
+_SCALAR, _STR, _BIN, _ARRAY, _MAP, _INVALID = range(6)
+
+
+def _classify(b: int) -> tuple[int, int, bool]:
+    """(kind, n, inline) for first byte `b`."""
+    if b <= 0x7F or b >= 0xE0:
+        return _SCALAR, 1, True  # positive / negative fixint
+    if b <= 0x8F:
+        return _MAP, b & 0x0F, True
+    if b <= 0x9F:
+        return _ARRAY, b & 0x0F, True
+    if b <= 0xBF:
+        return _STR, b & 0x1F, True
+    fixed = {0xC0: 1, 0xC2: 1, 0xC3: 1, 0xCA: 5, 0xCB: 9, 0xCC: 2, 0xCD: 3, 0xCE: 5, 0xCF: 9,
+             0xD0: 2, 0xD1: 3, 0xD2: 5, 0xD3: 9}  # fmt: skip  # nil, bools, floats, ints
+    if b in fixed:
+        return _SCALAR, fixed[b], True
+    sized = {0xC4: (_BIN, 1), 0xC5: (_BIN, 2), 0xC6: (_BIN, 4), 0xD9: (_STR, 1), 0xDA: (_STR, 2),
+             0xDB: (_STR, 4), 0xDC: (_ARRAY, 2), 0xDD: (_ARRAY, 4), 0xDE: (_MAP, 2), 0xDF: (_MAP, 4)}  # fmt: skip
+    if b in sized:
+        kind, width = sized[b]
+        return kind, width, False
+    return _INVALID, 0, True  # 0xc1 (never used) and every ext type
+
+
+_TABLE = [_classify(b) for b in range(256)]
 
 
 def _fail(reason: RejectReason, detail: str) -> ProtocolError:
@@ -58,70 +79,62 @@ def scan(data: bytes, limits: ScanLimits) -> None:
     remaining: list[int] = []  # objects still to read in each open container (maps count 2 per entry)
     is_map: list[bool] = []
     elements = 0
+    table = _TABLE
+    max_elements = limits.max_elements
     while True:
         if pos >= n:
             raise _fail(RejectReason.MALFORMED, f"truncated at byte {pos}")
         elements += 1
-        if elements > limits.max_elements:
-            raise _fail(RejectReason.TOO_MANY_ELEMENTS, f"more than {limits.max_elements} objects")
-        key_slot = bool(is_map) and is_map[-1] and remaining[-1] % 2 == 0
+        if elements > max_elements:
+            raise _fail(RejectReason.TOO_MANY_ELEMENTS, f"more than {max_elements} objects")
         if remaining:
-            remaining[-1] -= 1
+            left = remaining[-1]
+            key_slot = is_map[-1] and not left & 1  # maps alternate key, value from an even count
+            remaining[-1] = left - 1
+        else:
+            key_slot = False
         b = data[pos]
-        count = -1  # >= 0 when this object is a container with `count` entries
-        container_is_map = False
-        if b <= 0x7F or b >= 0xE0:  # positive / negative fixint
-            if key_slot:
-                raise _fail(RejectReason.MALFORMED, "map key is not a str")
-            pos += 1
-        elif 0xA0 <= b <= 0xBF or b in (0xD9, 0xDA, 0xDB):  # str
-            if b <= 0xBF:
-                length, head = b & 0x1F, 1
-            elif b == 0xD9:
-                length, head = (data[pos + 1] if pos + 1 < n else -1), 2
-            else:
-                length, head = _read_len(data, pos, 2 if b == 0xDA else 4)
-            if length > limits.max_str_len:
-                raise _fail(RejectReason.LENGTH_LIMIT, f"str of {length} bytes > {limits.max_str_len}")
-            pos += head + max(length, 0)
-            if length < 0 or pos > n:
-                raise _fail(RejectReason.MALFORMED, "truncated str")
-        elif key_slot:
+        kind, size, inline = table[b]
+        if key_slot and kind != _STR:
             raise _fail(RejectReason.MALFORMED, f"map key is not a str (0x{b:02x})")
-        elif 0x90 <= b <= 0x9F:
-            count, pos = b & 0x0F, pos + 1
-        elif 0x80 <= b <= 0x8F:
-            count, container_is_map, pos = b & 0x0F, True, pos + 1
-        elif b in (0xDC, 0xDD, 0xDE, 0xDF):
-            width = 2 if b in (0xDC, 0xDE) else 4
-            count, head = _read_len(data, pos, width)
-            if count < 0:
-                raise _fail(RejectReason.MALFORMED, "truncated container header")
-            container_is_map, pos = b >= 0xDE, pos + head
-        elif b in (0xC4, 0xC5, 0xC6):  # bin 8/16/32
-            width = {0xC4: 1, 0xC5: 2, 0xC6: 4}[b]
-            length, head = _read_len(data, pos, width)
-            if length > limits.max_bin_len:
-                raise _fail(RejectReason.LENGTH_LIMIT, f"bin of {length} bytes > {limits.max_bin_len}")
-            pos += head + max(length, 0)
-            if length < 0 or pos > n:
-                raise _fail(RejectReason.MALFORMED, "truncated bin")
-        elif b in _FIXED:
-            pos += _FIXED[b]
+        if kind == _SCALAR:
+            pos += size
             if pos > n:
                 raise _fail(RejectReason.MALFORMED, "truncated scalar")
-        else:  # 0xc1 (never used) and every ext type
+            count = 0
+        elif kind == _INVALID:
             raise _fail(RejectReason.MALFORMED, f"reserved or ext type 0x{b:02x}")
-        if count > 0:
+        else:
+            if inline:
+                length, head = size, 1
+            else:
+                length, head = _read_len(data, pos, size)
+                if length < 0:
+                    raise _fail(RejectReason.MALFORMED, "truncated length")
+            pos += head
+            if kind == _STR or kind == _BIN:
+                cap = limits.max_str_len if kind == _STR else limits.max_bin_len
+                if length > cap:
+                    kind_name = "str" if kind == _STR else "bin"
+                    raise _fail(RejectReason.LENGTH_LIMIT, f"{kind_name} of {length} bytes > {cap}")
+                pos += length
+                if pos > n:
+                    raise _fail(RejectReason.MALFORMED, "truncated str/bin")
+                count = 0
+            else:
+                count = length
+        if count:
+            container_is_map = kind == _MAP
             cap = limits.max_map_len if container_is_map else limits.max_array_len
             if count > cap:
-                kind = "map" if container_is_map else "array"
-                raise _fail(RejectReason.LENGTH_LIMIT, f"{kind} of {count} entries > {cap}")
+                kind_name = "map" if container_is_map else "array"
+                raise _fail(RejectReason.LENGTH_LIMIT, f"{kind_name} of {count} entries > {cap}")
             if len(remaining) >= limits.max_depth:
                 raise _fail(RejectReason.TOO_DEEP, f"nesting deeper than {limits.max_depth}")
             remaining.append(2 * count if container_is_map else count)
             is_map.append(container_is_map)
-        while remaining and remaining[-1] == 0:
+            continue
+        while remaining and not remaining[-1]:
             remaining.pop()
             is_map.pop()
         if not remaining:
@@ -131,7 +144,7 @@ def scan(data: bytes, limits: ScanLimits) -> None:
 
 
 def _read_len(data: bytes, pos: int, width: int) -> tuple[int, int]:
-    """Big-endian length of `width` bytes after the type byte; (-1, 0) when truncated."""
+    """Big-endian length of `width` bytes after the type byte, and the header size; (-1, 0) when truncated."""
     if pos + 1 + width > len(data):
         return -1, 0
     if width == 1:

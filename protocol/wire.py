@@ -70,25 +70,27 @@ def _check_str(value: Any, where: str, max_bytes: int, min_bytes: int) -> str:
         raise ProtocolError(RejectReason.SCHEMA, f"{where} must be a str")
     size = len(value) if value.isascii() else len(value.encode("utf-8"))
     if not min_bytes <= size <= max_bytes:
-        raise ProtocolError(RejectReason.OUT_OF_BOUNDS, f"{where} is {size} bytes, not in [{min_bytes}, {max_bytes}]")
+        raise ProtocolError(
+            RejectReason.OUT_OF_BOUNDS, f"{where} is {size} bytes, not in [{min_bytes}, {max_bytes}]"
+        )
     return value
 
 
-def _int(d: Mapping[str, Any], key: str, path: str, lo: int, hi: int, optional: bool = False) -> int | None:
-    value = _get(d, key, path, optional)
-    if value is None:
-        return None
+def _check_int(value: Any, where: str, lo: int, hi: int) -> int:
     if type(value) is not int:  # bool is an int subclass: refused
-        raise ProtocolError(RejectReason.SCHEMA, f"{path}.{key} must be an int")
+        raise ProtocolError(RejectReason.SCHEMA, f"{where} must be an int")
     if not lo <= value <= hi:
-        raise ProtocolError(RejectReason.OUT_OF_BOUNDS, f"{path}.{key}={value} not in [{lo}, {hi}]")
+        raise ProtocolError(RejectReason.OUT_OF_BOUNDS, f"{where}={value} not in [{lo}, {hi}]")
     return value
 
 
 def _req_int(d: Mapping[str, Any], key: str, path: str, lo: int, hi: int) -> int:
-    value = _int(d, key, path, lo, hi)
-    assert value is not None
-    return value
+    return _check_int(_get(d, key, path, optional=False), f"{path}.{key}", lo, hi)
+
+
+def _opt_int(d: Mapping[str, Any], key: str, path: str, lo: int, hi: int) -> int | None:
+    value = _get(d, key, path, optional=True)
+    return None if value is None else _check_int(value, f"{path}.{key}", lo, hi)
 
 
 def _float(value: Any, where: str) -> float:
@@ -103,7 +105,9 @@ def _float(value: Any, where: str) -> float:
     raise ProtocolError(RejectReason.SCHEMA, f"{where} must be a number")
 
 
-def _bounded_float(d: Mapping[str, Any], key: str, path: str, lo: float, hi: float, lo_open: bool = False) -> float:
+def _bounded_float(
+    d: Mapping[str, Any], key: str, path: str, lo: float, hi: float, lo_open: bool = False
+) -> float:
     value = _float(_get(d, key, path, optional=False), f"{path}.{key}")
     if not (lo < value <= hi if lo_open else lo <= value <= hi):  # NaN fails both
         raise ProtocolError(RejectReason.OUT_OF_BOUNDS, f"{path}.{key}={value} out of range")
@@ -123,7 +127,9 @@ def _list(d: Mapping[str, Any], key: str, path: str, lo: int, hi: int, optional:
     if type(value) is not list:
         raise ProtocolError(RejectReason.SCHEMA, f"{path}.{key} must be an array")
     if not lo <= len(value) <= hi:
-        raise ProtocolError(RejectReason.OUT_OF_BOUNDS, f"{path}.{key} has {len(value)} entries, not in [{lo}, {hi}]")
+        raise ProtocolError(
+            RejectReason.OUT_OF_BOUNDS, f"{path}.{key} has {len(value)} entries, not in [{lo}, {hi}]"
+        )
     return value
 
 
@@ -149,8 +155,8 @@ def task_from_wire(value: Any, limits: Limits, path: str) -> TaskRef:
     d = _map(value, path)
     task = TaskRef(
         dataset=_opt_str(d, "ds", path, limits.max_name_bytes),
-        seed=_int(d, "sd", path, 0, _I64_MAX, optional=True),
-        index=_int(d, "ix", path, 0, _I64_MAX, optional=True),
+        seed=_opt_int(d, "sd", path, 0, _I64_MAX),
+        index=_opt_int(d, "ix", path, 0, _I64_MAX),
         question=_opt_str(d, "q", path, limits.max_text_bytes),
         verifier=_opt_str(d, "vf", path, limits.max_name_bytes),
     )
@@ -179,8 +185,12 @@ def completion_from_wire(value: Any, limits: Limits, path: str) -> Completion:
     packed: dict[str, bytes | None] = {}
     for key in ("tk", "lp"):
         raw = _get(d, key, path, optional=True)
-        if raw is not None and (type(raw) is not bytes or len(raw) % 4 or len(raw) > max_packed):
-            raise ProtocolError(RejectReason.SCHEMA, f"{path}.{key} must be bin of 4-byte values, <= {max_packed} bytes")
+        if raw is not None and (type(raw) is not bytes or len(raw) % 4):
+            raise ProtocolError(RejectReason.SCHEMA, f"{path}.{key} must be bin of 4-byte values")
+        if raw is not None and len(raw) > max_packed:
+            raise ProtocolError(
+                RejectReason.LENGTH_LIMIT, f"{path}.{key} holds more than {max_packed // 4} tokens"
+            )
         packed[key] = raw
     rewards_raw = _get(d, "r", path, optional=True)
     rewards: dict[str, float] = {}
@@ -208,7 +218,11 @@ def group_content_to_wire(g: RolloutGroup) -> Wire:
     out["m"] = g.model_id
     out["tok"] = g.tokenizer_hash
     out["pv"] = g.policy_version
-    out["sp"] = {"t": float(g.sampling.temperature), "p": float(g.sampling.top_p), "mt": g.sampling.max_tokens}
+    out["sp"] = {
+        "t": float(g.sampling.temperature),
+        "p": float(g.sampling.top_p),
+        "mt": g.sampling.max_tokens,
+    }
     out["o"] = g.origin
     out["ct"] = g.created_ms
     return out
@@ -229,7 +243,9 @@ def group_from_wire(value: Any, limits: Limits, path: str = "group") -> RolloutG
         swarm_id=_str(d, "sw", path, limits.max_name_bytes),
         task=task_from_wire(_get(d, "task", path, optional=False), limits, f"{path}.task"),
         ground_truth=_opt_str(d, "gt", path, limits.max_text_bytes),
-        completions=tuple(completion_from_wire(c, limits, f"{path}.c[{i}]") for i, c in enumerate(completions)),
+        completions=tuple(
+            completion_from_wire(c, limits, f"{path}.c[{i}]") for i, c in enumerate(completions)
+        ),
         model_id=_str(d, "m", path, limits.max_name_bytes),
         tokenizer_hash=_str(d, "tok", path, limits.max_name_bytes, min_bytes=0),
         policy_version=_req_int(d, "pv", path, 0, _I64_MAX),  # plausibility is a validator's call
@@ -268,8 +284,7 @@ def card_from_wire(value: Any, limits: Limits, path: str = "card") -> PeerCard:
         policy_version=_req_int(d, "pv", path, 0, _I64_MAX),
         hardware_class=_str(d, "hw", path, name),
         software_version=_str(d, "sv", path, name),
-        protocol_version=(_req_int({"v": pr[0]}, "v", f"{path}.pr", 0, 65535),
-                          _req_int({"v": pr[1]}, "v", f"{path}.pr", 0, 65535)),
+        protocol_version=(_check_int(pr[0], f"{path}.pr[0]", 0, 65535), _check_int(pr[1], f"{path}.pr[1]", 0, 65535)),
         tasks=tuple(_check_str(t, f"{path}.ts[]", name, 1) for t in _list(d, "ts", path, 0, limits.max_tasks)),
     )  # fmt: skip
 

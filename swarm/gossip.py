@@ -47,7 +47,18 @@ from swarm.rate_limit import PeerRateLimiter
 from swarm.scoring import PeerScores, ScoreParams
 from swarm.seen_cache import SeenCache
 from swarm.transport import Transport, TransportError
-from swarm.wire import BANNED, DUPLICATE, FETCH_FAILED, RATE_LIMITED, WRONG_ID, AnnounceEntry, Rejected, Wire
+from swarm.wire import (
+    BANNED,
+    FETCH_FAILED,
+    NOT_ALLOWED,
+    RATE_LIMITED,
+    REPLAYED,
+    TOO_LARGE,
+    WRONG_GROUP,
+    AnnounceEntry,
+    Rejected,
+    Wire,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +83,7 @@ class GossipConfig:
     relay: bool | None = None  # re-announce admitted groups; None: iff transport doesn't propagate
     announce_delay: float = 0.005  # batch entries admitted within this window into one Announce
     max_announce_entries: int = 64
+    max_push_bytes: int = 64 * 1024  # pushes are Announces and PeerCards: small; refuse bigger unread
     sync_interval: float = 5.0  # anti-entropy inventory pull from one random neighbour
     inventory_size: int = 256  # newest entries returned in an inventory answer
     card_interval: float = 10.0  # PeerCard re-publish period
@@ -86,6 +98,10 @@ class GossipConfig:
     @property
     def fetch_protocol(self) -> str:
         return f"/swarmrl/{self.swarm_id}/fetch/1"
+
+    @property
+    def inventory_protocol(self) -> str:
+        return f"/swarmrl/{self.swarm_id}/inventory/1"
 
 
 class Gossip:
@@ -113,6 +129,7 @@ class Gossip:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._background: list[asyncio.Task[Any]] = []
         self._rng = random.Random()
+        self._running = False
         self.relay = (not transport.propagates) if config.relay is None else config.relay
 
     @staticmethod
@@ -124,13 +141,16 @@ class Gossip:
         if self.config.allowlist is not None:
             self.transport.allow_peers(self.config.allowlist)
         await self.transport.subscribe(self.config.topic, self._on_push)
-        self.transport.set_request_handler(self.config.fetch_protocol, self._serve)
+        await self.transport.set_request_handler(self.config.fetch_protocol, self._serve)
+        await self.transport.set_request_handler(self.config.inventory_protocol, self._serve_inventory)
+        self._running = True
         self._background = [
             asyncio.ensure_future(self._every(self.config.card_interval, self._publish_card, first=0.0)),
             asyncio.ensure_future(self._every(self.config.sync_interval, self.sync, first=0.2)),
         ]
 
     async def stop(self) -> None:
+        self._running = False
         for t in [*self._background, *self._tasks]:
             t.cancel()
         await asyncio.gather(*self._background, *self._tasks, return_exceptions=True)
@@ -153,11 +173,11 @@ class Gossip:
     # -- the node's API --------------------------------------------------------------------------
     async def publish_group(self, group: Any) -> str:
         """Sign one of our groups, hold it for serving and announce it; returns its group id."""
-        entry, data = self.wire.seal_group(group)
+        entry, signed = self.wire.seal_group(group)
         self.seen_groups.add(entry.group_id)
-        self.outbox.put(entry, data)
+        self.outbox.put(entry, signed)
         self.metrics.inc("published_groups")
-        await self._announce([entry])
+        self._announce([entry])
         return entry.group_id
 
     def snapshot(self) -> dict[str, Any]:
@@ -173,7 +193,7 @@ class Gossip:
         return {**m.snapshot(), "peer_scores": scores}
 
     # -- outgoing ----------------------------------------------------------------------------
-    async def _announce(self, entries: list[AnnounceEntry]) -> None:
+    def _announce(self, entries: list[AnnounceEntry]) -> None:
         start_flush = not self._to_announce
         self._to_announce.extend(entries)
         if start_flush:
@@ -216,8 +236,11 @@ class Gossip:
         if not self.limiter.allow(sender, len(data)):
             self._reject(sender, RATE_LIMITED)
             return
+        if len(data) > self.config.max_push_bytes:
+            self._reject(sender, TOO_LARGE)
+            return
         if not self.seen_msgs.add((sender, hashlib.blake2b(data, digest_size=16).digest())):
-            self._reject(sender, DUPLICATE)
+            self._reject(sender, REPLAYED)
             return
         try:
             push = self.wire.open_push(data, sender)
@@ -274,7 +297,11 @@ class Gossip:
             async with self._fetch_slots:
                 for _ in range(self.config.fetch_attempts):
                     holder = next(
-                        (h for h in self._holders.get(gid, ()) if h not in tried and not self.scores.is_banned(h)),
+                        (
+                            h
+                            for h in self._holders.get(gid, ())
+                            if h not in tried and not self.scores.is_banned(h)
+                        ),
                         None,
                     )
                     if holder is None or gid in self.seen_groups:
@@ -284,21 +311,20 @@ class Gossip:
                         return
         finally:
             self._fetching.discard(gid)
-            if gid in self.seen_groups:
-                self._holders.pop(gid, None)
-            elif not [h for h in self._holders.get(gid, ()) if h not in tried]:
-                self._holders.pop(gid, None)  # every holder failed: forget, a later announce retries
-            else:
+            untried = [h for h in self._holders.get(gid, ()) if h not in tried]
+            if gid in self.seen_groups or not untried:
+                self._holders.pop(gid, None)  # settled, or every holder failed: a later announce retries
+            elif self._running:
                 self._fetching.add(gid)  # holders arrived while we were busy
                 self._spawn(self._fetch(entry))
 
     async def _fetch_from(self, holder: str, gid: str) -> bool:
         """One attempt; True when the group is settled (admitted, or proven bad)."""
         m = self.metrics
+        rid, request = self.wire.seal_request([gid])
+        m.inc("sent_requests")
+        m.inc("sent_bytes", len(request))
         try:
-            request = self.wire.seal_request([gid])
-            m.inc("sent_requests")
-            m.inc("sent_bytes", len(request))
             answer = await self.transport.request(
                 holder, self.config.fetch_protocol, request, self.config.fetch_timeout
             )
@@ -309,56 +335,70 @@ class Gossip:
             return False
         m.inc("fetched_bytes", len(answer))
         try:
-            groups, _ = self.wire.open_response(answer, holder)
-            data = next((g for g in groups if self._content_id(g) == gid), None)
-            if data is None:
-                raise Rejected(WRONG_ID, "requested group not in answer")
-            entry, group = self.wire.open_group(data)
+            opened = self.wire.open_response(answer, holder, rid)
         except Rejected as e:
             self._reject(holder, e.reason)
-            if e.reason != WRONG_ID and e.reason != "too_large":
-                self.seen_groups.add(gid)  # the group itself is bad: never fetch it again
-                return True
+            return False  # the frame is bad, not (provably) the group: try another holder
+        found = [(entry, group) for entry, group in opened if entry.group_id == gid]
+        if not found:
+            if opened:
+                self._reject(holder, WRONG_GROUP)
+            else:
+                m.inc("fetch_missing")  # honest: it no longer holds the group
             return False
-        self._admit(holder, entry, group, data)
+        entry, group = found[0]
+        if self.config.allowlist is not None and entry.origin not in self.config.allowlist:
+            self._reject(holder, NOT_ALLOWED)
+            self.seen_groups.add(gid)
+            return True
+        self._admit(holder, entry, group)
         return True
 
-    def _content_id(self, data: bytes) -> str:
-        return self.wire.content_id(data)
-
-    def _admit(self, holder: str, entry: AnnounceEntry, group: Any, data: bytes) -> None:
-        if self.config.allowlist is not None and entry.origin not in self.config.allowlist:
-            self._reject(holder, "not_allowed")
-            self.seen_groups.add(entry.group_id)
-            return
+    def _admit(self, holder: str, entry: AnnounceEntry, group: Any) -> None:
         self.seen_groups.add(entry.group_id)
-        self.outbox.put(entry, data)
-        self.inbox.put(InboxItem(entry.group_id, entry.origin, group, self._now(), len(data)))
+        self.outbox.put(entry, group)
+        self.inbox.put(InboxItem(entry.group_id, entry.origin, group, self._now(), entry.size))
         self.scores.reward(holder)
         self.metrics.inc("admitted_groups")
+        self.metrics.inc("admitted_bytes", entry.size)
         if self.relay:
-            self._spawn(self._announce([entry]))
+            self._announce([entry])
 
     # -- serving -------------------------------------------------------------------------------
-    async def _serve(self, caller: str, data: bytes) -> bytes:
+    def _admit_request(self, caller: str, data: bytes) -> None:
         if self.scores.is_banned(caller):
             self.metrics.reject(BANNED)
             raise PermissionError("banned")
         if not self.limiter.allow(caller, len(data)):
             self._reject(caller, RATE_LIMITED)
             raise PermissionError("rate limited")
+
+    async def _serve(self, caller: str, data: bytes) -> bytes:
+        self._admit_request(caller, data)
         try:
-            ids = self.wire.open_request(data, caller)
+            rid, ids = self.wire.open_request(data, caller)
         except Rejected as e:
             self._reject(caller, e.reason)
             raise PermissionError(e.reason) from None
-        if not ids:
-            self.metrics.inc("served_inventories")
-            answer = self.wire.seal_response([], self.outbox.entries(self.config.inventory_size))
-        else:
-            groups = [g for g in (self.outbox.get(i) for i in ids) if g is not None]
-            self.metrics.inc("served_groups", len(groups))
-            answer = self.wire.seal_response(groups, [])
+        held = [(i, self.outbox.get(i)) for i in ids]
+        groups = [g for _, g in held if g is not None]
+        self.metrics.inc("served_groups", len(groups))
+        answer = self.wire.seal_response(rid, groups, [i for i, g in held if g is None])
+        self.metrics.inc("sent_bytes", len(answer))
+        return answer
+
+    async def _serve_inventory(self, caller: str, data: bytes) -> bytes:
+        self._admit_request(caller, data)
+        try:
+            card = self.wire.open_push(data, caller)
+        except Rejected as e:
+            self._reject(caller, e.reason)
+            raise PermissionError(e.reason) from None
+        if card.addresses is not None:
+            self.members.update(caller, card.addresses)
+        entries = self.outbox.entries(self.config.inventory_size)
+        self.metrics.inc("served_inventories")
+        answer = self.wire.seal_announce(entries) if entries else b""
         self.metrics.inc("sent_bytes", len(answer))
         return answer
 
@@ -370,14 +410,20 @@ class Gossip:
         peer = self._rng.choice(peers)
         try:
             answer = await self.transport.request(
-                peer, self.config.fetch_protocol, self.wire.seal_request([]), self.config.fetch_timeout
+                peer,
+                self.config.inventory_protocol,
+                self.wire.seal_card(self.transport.addresses),
+                self.config.fetch_timeout,
             )
-            _, entries = self.wire.open_response(answer, peer)
         except TransportError:
             self.metrics.inc("sync_failures")
             return
+        self.metrics.inc("syncs")
+        if not answer:
+            return
+        try:
+            push = self.wire.open_push(answer, peer)
         except Rejected as e:
             self._reject(peer, e.reason)
             return
-        self.metrics.inc("syncs")
-        self._consider(entries, peer)
+        self._consider(push.entries, peer)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from swarm.wire import AnnounceEntry
 
@@ -16,7 +17,7 @@ from swarm.wire import AnnounceEntry
 @dataclass
 class _Held:
     entry: AnnounceEntry
-    data: bytes
+    group: Any  # the signed group object, re-encoded into each Response
     expires: float
 
 
@@ -27,27 +28,27 @@ class Outbox:
         self._held: OrderedDict[str, _Held] = OrderedDict()
         self.bytes = 0
 
-    def put(self, entry: AnnounceEntry, data: bytes) -> None:
+    def put(self, entry: AnnounceEntry, group: Any) -> None:
         if entry.group_id in self._held:
             return
-        self._held[entry.group_id] = _Held(entry, data, self._clock() + self.ttl)
-        self.bytes += len(data)
+        self._held[entry.group_id] = _Held(entry, group, self._clock() + self.ttl)
+        self.bytes += entry.size
         while self._held and (len(self._held) > self.capacity or self.bytes > self.max_bytes):
             self._pop_oldest()
 
     def _pop_oldest(self) -> None:
         _, held = self._held.popitem(last=False)
-        self.bytes -= len(held.data)
+        self.bytes -= held.entry.size
 
     def _expire(self) -> None:
         now = self._clock()
         while self._held and next(iter(self._held.values())).expires <= now:
             self._pop_oldest()
 
-    def get(self, group_id: str) -> bytes | None:
+    def get(self, group_id: str) -> Any | None:
         self._expire()
         held = self._held.get(group_id)
-        return None if held is None else held.data
+        return None if held is None else held.group
 
     def __contains__(self, group_id: str) -> bool:
         return self.get(group_id) is not None

@@ -12,8 +12,8 @@ gossipsub-v1.1.md`), reduced to what a rollout swarm needs: one number per peer.
   banned while its (decaying) score is still below the threshold.  Banned peers' messages are
   dropped before decoding; they are not penalized further (so a ban ends on time).
 
-Hand-worked example (defaults): a peer with score 0 sends 3 forged signatures (penalty 20
-each): -60 < -50, banned for 60 s.  After 60 s the score has decayed to -60 * 0.5**(60/60)
+Hand-worked example (defaults): a peer with score 0 sends 3 forged signatures
+(`bad_signature`, penalty 20 each): -60 < -50, banned for 60 s.  After 60 s the score has decayed to -60 * 0.5**(60/60)
 = -30 >= -50, so the ban lifts.
 """
 
@@ -24,19 +24,24 @@ from dataclasses import dataclass, field
 
 
 def _default_penalties() -> dict[str, float]:
-    return {
-        "decode_error": 10.0,  # garbage bytes: not even a well-formed envelope
-        "bad_signature": 20.0,  # forged or corrupted signature
-        "oversized": 10.0,  # over the codec's size limit
-        "replay": 5.0,  # a message id we already got from this peer
-        "stale": 2.0,  # timestamp outside the accepted window
-        "invalid": 10.0,  # a validator of protocol/ refused the content
-        "wrong_swarm": 5.0,  # signed for another swarm id
-        "not_allowed": 20.0,  # signer outside the private swarm's allowlist
-        "mismatch": 20.0,  # served bytes whose id is not the one requested/announced
-        "rate_limited": 1.0,  # over the token bucket (charged per dropped message)
-        "fetch_failed": 0.5,  # did not answer a fetch (honest peers die too: kept small)
+    """Penalty per rejection reason (protocol/errors.py's RejectReason values plus swarm ones)."""
+    structural = ("too_large", "malformed", "too_deep", "too_many_elements", "length_limit", "schema",
+                  "out_of_bounds", "unknown_type")  # fmt: skip
+    forged = ("bad_signature", "bad_peer_id", "bad_group_id", "bad_origin_signature", "sender_mismatch",
+              "not_allowed")  # fmt: skip
+    content = ("length_mismatch", "nonfinite", "positive_logprob", "ragged_rewards", "implausible_version",
+               "inconsistent")  # fmt: skip
+    table = dict.fromkeys(structural, 10.0) | dict.fromkeys(forged, 20.0) | dict.fromkeys(content, 10.0)
+    table |= {
+        "unsupported_version": 1.0,  # an honest peer on another major version: do not ban fast
+        "swarm_mismatch": 5.0,
+        "expired": 2.0,  # clocks drift; replays are caught by nonce anyway
+        "future": 2.0,
+        "replayed": 5.0,
+        "rate_limited": 1.0,  # charged per dropped message: a 10x flood bans within seconds
+        "fetch_failed": 0.5,  # honest peers die too: kept small
     }
+    return table
 
 
 @dataclass(frozen=True)

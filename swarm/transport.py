@@ -13,7 +13,7 @@ Two delivery primitives:
   whose `propagates` is False delivers it to the peers in `connected_peers()` only, and the
   gossip layer relays.
 * `request(peer_id, protocol, data, timeout)` is a unary call to one peer, answered by the
-  handler that peer registered with `set_request_handler(protocol, handler)`.  Bulk bytes
+  handler that peer registered with `await set_request_handler(protocol, handler)`.  Bulk bytes
   (rollout groups) travel this way.
 
 Handlers receive the transport-level sender (the neighbour that handed us the bytes, or for
@@ -83,7 +83,7 @@ class Transport(Protocol):
         """Call `handler` for every message received on `topic` (not for our own)."""
         ...
 
-    def set_request_handler(self, protocol: str, handler: RequestHandler) -> None:
+    async def set_request_handler(self, protocol: str, handler: RequestHandler) -> None:
         """Serve requests for `protocol`; a handler exception is sent back as a failure."""
         ...
 

@@ -18,9 +18,11 @@ from typing import Any, Protocol
 
 # Swarm-level rejection reasons (protocol/errors.py owns the codec and validator ones).
 RATE_LIMITED = "rate_limited"  # over the sender's token bucket
-FETCH_FAILED = "fetch_failed"  # a holder did not answer a fetch
-DUPLICATE = "duplicate"  # the very same bytes pushed again by the same sender
-WRONG_ID = "bad_group_id"  # served bytes are not the group that was requested
+FETCH_FAILED = "fetch_failed"  # a holder did not answer a fetch (not counted as a rejection)
+REPLAYED = "replayed"  # the very same bytes pushed again by the same sender (pre-crypto check)
+WRONG_GROUP = "bad_group_id"  # a holder answered with groups other than the one requested
+NOT_ALLOWED = "not_allowed"  # a group whose origin is outside the private swarm's allowlist
+TOO_LARGE = "too_large"  # a push above GossipConfig.max_push_bytes (same reason as the codec's)
 BANNED = "banned"  # dropped unread because the sender is banned (no further penalty)
 
 
@@ -34,37 +36,31 @@ class Rejected(Exception):
 
 @dataclass(frozen=True)
 class AnnounceEntry:
-    """One group as summarized in an Announce: enough to decide whether to fetch it."""
+    """One group as summarized in an Announce: what `want()` sees when deciding to fetch."""
 
     group_id: str  # content id (hex) of the signed group; what a Request asks for
-    origin: str  # peer id of the group's author
-    size: int = 0  # wire bytes of the group, as claimed (a hint, re-checked on fetch)
-    meta: dict[str, Any] = field(default_factory=dict, compare=False)  # task, policy_version, ...
+    size: int  # encoded group size in bytes, as claimed (a hint, re-checked on fetch)
+    item: Any = field(default=None, compare=False)  # the protocol AnnounceItem: task, G, policy_version
+    origin: str = ""  # author's peer id when known (own and admitted groups); "" for hearsay
 
 
 @dataclass(frozen=True)
 class Push:
-    """An opened message that arrived on the broadcast topic."""
+    """An opened message that arrived on the broadcast topic (or as an inventory exchange)."""
 
-    signer: str  # peer id whose signature verified
+    signer: str  # peer id whose signature verified (always the transport-level sender)
     entries: list[AnnounceEntry]  # for an Announce (empty for a PeerCard)
     addresses: list[str] | None = None  # for a PeerCard: the signer's listen addresses
 
 
 class Wire(Protocol):
+    """Seal our messages, open peers' (raising `Rejected`).  Groups are opaque objects here."""
+
     @property
     def peer_id(self) -> str: ...
 
-    def content_id(self, data: bytes) -> str:
-        """The group id of served group bytes (what an Announce and a Request name)."""
-        ...
-
-    def seal_group(self, group: Any) -> tuple[AnnounceEntry, bytes]:
-        """Sign our own group; returns its entry and the bytes we serve for it."""
-        ...
-
-    def open_group(self, data: bytes) -> tuple[AnnounceEntry, Any]:
-        """Verify and validate served group bytes; returns the entry and the decoded group."""
+    def seal_group(self, group: Any) -> tuple[AnnounceEntry, Any]:
+        """Sign one of our groups as its origin; returns its entry and the signed group."""
         ...
 
     def seal_announce(self, entries: list[AnnounceEntry]) -> bytes: ...
@@ -73,14 +69,14 @@ class Wire(Protocol):
 
     def open_push(self, data: bytes, sender: str) -> Push: ...
 
-    def seal_request(self, group_ids: list[str]) -> bytes:
-        """Ask for these groups; an empty list asks for the holder's inventory."""
+    def seal_request(self, group_ids: list[str]) -> tuple[bytes, bytes]:
+        """Returns (request_id, frame)."""
         ...
 
-    def open_request(self, data: bytes, sender: str) -> list[str]: ...
+    def open_request(self, data: bytes, sender: str) -> tuple[bytes, list[str]]: ...
 
-    def seal_response(self, groups: list[bytes], inventory: list[AnnounceEntry]) -> bytes: ...
+    def seal_response(self, request_id: bytes, groups: list[Any], missing: list[str]) -> bytes: ...
 
-    def open_response(self, data: bytes, sender: str) -> tuple[list[bytes], list[AnnounceEntry]]:
-        """Returns the served groups' bytes (each opened later with `open_group`) and entries."""
+    def open_response(self, data: bytes, sender: str, request_id: bytes) -> list[tuple[AnnounceEntry, Any]]:
+        """Every carried group is verified (id = content hash, origin signature, validators)."""
         ...

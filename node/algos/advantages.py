@@ -53,7 +53,7 @@ def group_median(values: Tensor, group_ids: Tensor) -> tuple[Tensor, Tensor]:
     """Per-sample group median [N] (float64) and the pivot mask [N] bool.
 
     The median is the lower median (``sorted[(n - 1) // 2]``, as ``torch.median``); the pivot
-    is the one row that holds it (among ties, the first in index order).
+    is the one row at that sorted position, with ties sorted by row index.
     """
     inverse, n_groups = group_index(group_ids)
     values = values.to(torch.float64)

@@ -75,7 +75,9 @@ class AlgorithmConfig(BaseModel):
     )
     m2po_tau: float | None = Field(None, gt=0, description="M2PO second-moment threshold (0.04); None = off")
     minpro: bool = Field(False, description="MinPRO: weight tokens by min(1, min prefix ratio)")
-    max_staleness: int | None = Field(None, ge=0, description="drop rows sampled more than this many versions ago")
+    max_staleness: int | None = Field(
+        None, ge=0, description="drop rows sampled more than this many versions ago"
+    )
     ess_lr: bool = Field(False, description="VCPO: scale the step's LR by sqrt(ESS / B / ess_base_ratio)")
     ess_base_ratio: float = Field(1.0, gt=0, le=1, description="VCPO: ESS ratio that maps to the full LR")
 
@@ -83,7 +85,12 @@ class AlgorithmConfig(BaseModel):
     dynamic_sampling: bool = Field(False, description="drop zero-variance groups, regenerate to refill")
     max_gen_rounds: int = Field(10, ge=1, description="dynamic sampling: cap on generation rounds per step")
     overlong_buffer_frac: float | None = Field(
-        None, gt=0, lt=1, description="overlong shaping: buffer as a fraction of max length (DAPO: 4096/20480=0.2)"
+        None,
+        gt=0,
+        lt=1,
+        description="overlong shaping: buffer as a fraction of max length (DAPO: 4096/20480=0.2)",
     )
     overlong_penalty: float = Field(1.0, ge=0, description="overlong shaping: penalty reached at max length")
-    mask_truncated: bool = Field(False, description="drop completions cut off at max length (overlong filtering)")
+    mask_truncated: bool = Field(
+        False, description="drop completions cut off at max length (overlong filtering)"
+    )

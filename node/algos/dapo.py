@@ -39,7 +39,7 @@ def should_generate_more(kept_groups: int, target_groups: int, rounds_done: int,
 def overlong_penalty(lengths: Tensor, max_len: int, buffer: int, penalty: float = 1.0) -> Tensor:
     """DAPO soft overlong punishment: with ``L_exp = L_max - L_buf``,
     ``r_len = min(0, -(|y| - L_exp) / L_buf * penalty)``: 0 up to ``L_exp``, a linear ramp to
-    ``-penalty`` at ``L_max`` (and beyond).  Returns [N] float, to be added to the reward."""
+    ``-penalty`` at ``L_max`` (continuing past it, as verl).  Returns [N] float, to be added to the reward."""
     if buffer <= 0:
         return torch.zeros_like(lengths, dtype=torch.float32)
     expected = max_len - buffer

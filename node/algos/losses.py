@@ -100,8 +100,6 @@ def regularise(loss: Tensor, inputs: LossInputs, cfg: AlgorithmConfig, metrics: 
     return loss
 
 
-
-
 def finish(
     token_loss: Tensor, corr: Corrections, inputs: LossInputs, cfg: AlgorithmConfig, metrics: dict[str, float]
 ) -> LossOutputs:
@@ -140,7 +138,10 @@ def ppo_clip(inputs: LossInputs, cfg: AlgorithmConfig) -> LossOutputs:
     corr = corrections(inputs, cfg)
     ratio = (inputs.policy_logprobs - corr.prox_logprobs).clamp(-LOG_CLAMP, LOG_CLAMP).exp()
     token_loss, clipped = clipped_surrogate(ratio, inputs.advantages, cfg)
-    metrics = {"clip_frac": token_mean_metric(clipped, inputs), "ratio_mean": token_mean_metric(ratio, inputs)}
+    metrics = {
+        "clip_frac": token_mean_metric(clipped, inputs),
+        "ratio_mean": token_mean_metric(ratio, inputs),
+    }
     return finish(token_loss, corr, inputs, cfg, metrics)
 
 
@@ -160,7 +161,10 @@ def gspo(inputs: LossInputs, cfg: AlgorithmConfig) -> LossOutputs:
     log_s_tok = (log_s[:, None] + inputs.policy_logprobs - inputs.policy_logprobs.detach()).clamp(max=10.0)
     ratio = log_s_tok.exp()
     token_loss, clipped = clipped_surrogate(ratio, inputs.advantages, cfg)
-    metrics = {"clip_frac": token_mean_metric(clipped, inputs), "ratio_mean": token_mean_metric(ratio, inputs)}
+    metrics = {
+        "clip_frac": token_mean_metric(clipped, inputs),
+        "ratio_mean": token_mean_metric(ratio, inputs),
+    }
     return finish(token_loss, corr, inputs, cfg, metrics)
 
 

@@ -157,8 +157,11 @@ def proximal_logprobs(inputs: LossInputs, cfg: AlgorithmConfig) -> Tensor:
     if inputs.behavior_versions is None:
         raise ValueError("prox_logprobs=loglinear needs LossInputs.behavior_versions")
     return loglinear_proximal(
-        inputs.behavior_logprobs, inputs.policy_logprobs, inputs.behavior_versions,
-        inputs.policy_version, inputs.policy_version + 1,
+        inputs.behavior_logprobs,
+        inputs.policy_logprobs,
+        inputs.behavior_versions,
+        inputs.policy_version,
+        inputs.policy_version + 1,
     )
 
 
@@ -191,7 +194,9 @@ def corrections(inputs: LossInputs, cfg: AlgorithmConfig) -> Corrections:
     if cfg.max_staleness is not None:
         if inputs.behavior_versions is None:
             raise ValueError("max_staleness needs LossInputs.behavior_versions")
-        fresh = _versions(staleness_mask(inputs.behavior_versions, inputs.policy_version, cfg.max_staleness), prox)
+        fresh = _versions(
+            staleness_mask(inputs.behavior_versions, inputs.policy_version, cfg.max_staleness), prox
+        )
         fresh = fresh.to(prox.dtype)
         metrics["offpolicy/stale"] = token_mean_metric(1 - fresh, inputs)
         keep = keep * fresh

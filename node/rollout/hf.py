@@ -14,10 +14,12 @@ from node.rollout.base import Completion, Group, SamplingParams
 from node.tasks.base import Prompt
 
 
-def render_prompt(tokenizer, system_prompt: str, question: str) -> list[int]:
-    messages = [{"role": "user", "content": question}]
-    if system_prompt:
-        messages.insert(0, {"role": "system", "content": system_prompt})
+def render_prompt(tokenizer, system_prompt: str, question: str, examples: list[tuple[str, str]] = ()) -> list[int]:
+    """Chat-templated prompt ids: system message, worked examples as earlier turns, question."""
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    for q, a in examples:
+        messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+    messages.append({"role": "user", "content": question})
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
@@ -33,7 +35,16 @@ def stop_token_ids(tokenizer, model) -> set[int]:
 
 
 class HFEngine:
-    def __init__(self, model, tokenizer, system_prompt: str, batch_size: int, device: torch.device):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        system_prompt: str,
+        batch_size: int,
+        device: torch.device,
+        examples: list[tuple[str, str]] = (),
+    ):
+        self.examples = list(examples)
         self.model = model
         self.tokenizer = tokenizer
         self.system_prompt = system_prompt
@@ -47,7 +58,7 @@ class HFEngine:
         self.version = version  # same module as the trainer: nothing to copy
 
     def generate(self, prompts: list[Prompt], group_size: int, sampling: SamplingParams) -> list[Group]:
-        rendered = [render_prompt(self.tokenizer, self.system_prompt, p.question) for p in prompts]
+        rendered = [render_prompt(self.tokenizer, self.system_prompt, p.question, self.examples) for p in prompts]
         jobs = [(i, ids) for i, ids in enumerate(rendered) for _ in range(group_size)]
         out: list[list[Completion]] = [[] for _ in prompts]
         for start in range(0, len(jobs), self.batch_size):

@@ -1,7 +1,9 @@
 """Reward functions: small named functions of one completion, combined with weights from
 `tasks.rewards`.  Each sample keeps every component separately (GDPO and the metrics use them).
 
-The answer is what stands between the last `<answer>` and `</answer>` tags.
+The answer is what stands between the last `<answer>` and `</answer>` tags; without tags, the
+last number in the text (so that a small model's bare "12 + 7 = 19" still earns correctness
+while the `format` reward teaches it the tags).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from node.tasks.base import Prompt, Task
 
 ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+NUMBER_RE = re.compile(r"-?\d+(?:\.\d+)?")
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,10 @@ class Scored:
 
 def extract_answer(text: str) -> str | None:
     found = ANSWER_RE.findall(text)
-    return found[-1].strip() if found else None
+    if found:
+        return found[-1].strip()
+    numbers = NUMBER_RE.findall(text)
+    return numbers[-1] if numbers else None
 
 
 def correctness(s: Scored) -> float:

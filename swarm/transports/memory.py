@@ -174,7 +174,7 @@ class MemoryTransport:
     async def subscribe(self, topic: str, handler: MessageHandler) -> None:
         self._subs[topic].append(handler)
 
-    def set_request_handler(self, protocol: str, handler: RequestHandler) -> None:
+    async def set_request_handler(self, protocol: str, handler: RequestHandler) -> None:
         self._handlers[protocol] = handler
 
     async def publish(self, topic: str, data: bytes) -> None:

@@ -1,0 +1,82 @@
+"""The transformers rollout engine on the tiny model: shapes, masks, logprob agreement."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from node.batching import first_completion_position, pack, token_logprobs
+from node.policy import load_policy
+from node.rollout import SamplingParams, build_engine
+from node.tasks import build_tasks
+
+
+@pytest.fixture
+def parts(tiny_config):
+    cfg = tiny_config("rollout.max_new_tokens=12")
+    policy = load_policy(cfg.model)
+    task = build_tasks(cfg.tasks)[0]
+    return cfg, policy, task, build_engine(cfg.rollout, policy, cfg.tasks)
+
+
+def _prompts(task, n):
+    # different lengths, so the batch really needs left padding
+    prompts = [task.prompt(i) for i in range(40)]
+    prompts.sort(key=lambda p: len(p.question))
+    return [prompts[0], prompts[-1]][:n]
+
+
+def test_groups_have_g_completions_with_aligned_fields(parts):
+    cfg, policy, task, engine = parts
+    torch.manual_seed(0)
+    groups = engine.generate(_prompts(task, 2), 3, SamplingParams(12, temperature=1.0))
+    assert [len(g.completions) for g in groups] == [3, 3]
+    stops = engine.stop_ids
+    for g in groups:
+        for c in g.completions:
+            assert 1 <= len(c.completion_ids) <= 12
+            assert len(c.behavior_logprobs) == len(c.completion_ids)
+            assert all(lp <= 0 for lp in c.behavior_logprobs)
+            assert policy.tokenizer.pad_token_id not in c.prompt_ids  # prompts are stored unpadded
+            if c.finish_reason == "stop":
+                assert c.completion_ids[-1] in stops and not set(c.completion_ids[:-1]) & stops
+            else:
+                assert len(c.completion_ids) == 12 and not set(c.completion_ids) & stops
+
+
+def test_packed_rows_are_contiguous_and_masked_on_the_completion(parts):
+    _, policy, task, engine = parts
+    torch.manual_seed(1)
+    comps = [c for g in engine.generate(_prompts(task, 2), 2, SamplingParams(12)) for c in g.completions]
+    batch = pack(comps, torch.arange(len(comps), dtype=torch.float), policy.tokenizer.pad_token_id)
+    for r, c in enumerate(comps):
+        p, n = len(c.prompt_ids), len(c.completion_ids)
+        assert batch.input_ids[r, : p + n].tolist() == c.prompt_ids + c.completion_ids  # no pad between
+        assert batch.attention_mask[r].sum() == p + n and batch.attention_mask[r, : p + n].all()
+        # position j predicts token j+1: the mask covers exactly the completion tokens
+        assert batch.mask[r].nonzero().flatten().tolist() == list(range(p - 1, p + n - 1))
+        assert torch.all(batch.advantages[r][batch.mask[r] == 1] == r)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_engine_logprobs_equal_trainer_logprobs(parts, temperature):
+    _, policy, task, engine = parts
+    torch.manual_seed(2)
+    comps = [c for g in engine.generate(_prompts(task, 2), 3, SamplingParams(12, temperature)) for c in g.completions]
+    batch = pack(comps, torch.zeros(len(comps)), policy.tokenizer.pad_token_id)
+    policy.model.eval()
+    with torch.no_grad():
+        logp, _ = token_logprobs(policy.model, batch.input_ids, batch.attention_mask, temperature, False, first_completion_position(comps))
+    m = batch.mask.bool()
+    assert m.sum() == sum(len(c.completion_ids) for c in comps)
+    torch.testing.assert_close(logp[m], batch.behavior_logprobs[m], atol=1e-5, rtol=0)
+
+
+def test_greedy_is_deterministic(parts):
+    _, _, task, engine = parts
+    prompts = _prompts(task, 2)
+    a = engine.generate(prompts, 2, SamplingParams(12, greedy=True))
+    b = engine.generate(prompts, 2, SamplingParams(12, greedy=True))
+    ids = [[c.completion_ids for c in g.completions] for g in a]
+    assert ids == [[c.completion_ids for c in g.completions] for g in b]
+    assert all(g[0] == g[1] for g in ids)
