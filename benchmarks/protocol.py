@@ -33,12 +33,17 @@ from protocol import (  # noqa: E402
     RolloutGroup,
     SamplingParams,
     TaskRef,
+    compute_group_id,
+    decode_envelope,
+    decode_message,
     default_chain,
     encode,
+    group_signature_valid,
     logprob_array,
     sign_group,
     token_array,
 )
+from protocol.validators import GroupConsistent  # noqa: E402
 
 SWARM = "bench"
 WORDS = ["the", "answer", "is", "therefore", "we", "add", "both", "sides", "=", "42", "step", "so"]
@@ -80,13 +85,17 @@ def main() -> None:
     args = parser.parse_args()
     ident = Identity.generate()
     print(f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, Python {platform.python_version()}")  # fmt: skip
+          f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "
+          f"load average {os.getloadavg()[0]:.1f} (other processes share these CPUs)")  # fmt: skip
     print(f"{'group (8 x 256 tokens)':<30}{'operation':<16}{'frame bytes':>12}{'msg/s':>10}{'MB/s':>9}")
     for with_tokens in (False, True):
         label = "text + token ids + logprobs" if with_tokens else "text only"
         size, rates = measure(typical_group(ident, with_tokens), ident, args.seconds)
         for op, r in rates.items():
             print(f"{label:<30}{op:<16}{size:>12,}{r:>10,.0f}{r * size / 1e6:>9.1f}")
+    print("\ndecode+verify broken down, text + token ids + logprobs (microseconds per call):")
+    for step, micros in breakdown(typical_group(ident, True), ident, args.seconds / 4).items():
+        print(f"  {step:<34}{micros:>8.0f}")
 
 
 def measure(group: RolloutGroup, ident: Identity, seconds: float) -> tuple[int, dict[str, float]]:
@@ -105,6 +114,23 @@ def measure(group: RolloutGroup, ident: Identity, seconds: float) -> tuple[int, 
     if checked > n_frames:
         raise SystemExit("decode outran the encoded frames; use a longer --seconds")
     return size, {"sign group": sign_rate, "encode+sign": enc_rate, "decode+verify": dec_rate}
+
+
+def breakdown(group: RolloutGroup, ident: Identity, seconds: float) -> dict[str, float]:
+    """Microseconds per call of each step ValidatorChain.check runs on an accepted group."""
+    frame = encode(group, ident, SWARM)
+    envelope = decode_envelope(frame)
+    message = decode_message(envelope)
+    consistent = GroupConsistent()
+    steps: dict[str, Callable[[int], object]] = {
+        "decode_envelope (scan, header)": lambda i: decode_envelope(frame),
+        "envelope signature verify": lambda i: envelope.signature_valid(),
+        "decode_message (scan, schema)": lambda i: decode_message(envelope),
+        "group id (canonical + sha256)": lambda i: compute_group_id(message),
+        "origin signature verify": lambda i: group_signature_valid(message),
+        "consistency checks": lambda i: consistent(envelope, message),
+    }
+    return {name: 1e6 / rate(fn, seconds)[0] for name, fn in steps.items()}
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(run)
     run.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in logging.run_dir")
     run.add_argument("--steps", type=int, help="stop at this total step count (default trainer.steps)")
+    run.add_argument("--eval", action="store_true", help="afterwards, compare held-out accuracy before and after")
 
     ev = sub.add_parser("eval", help="held-out accuracy of a model, a checkpoint or a run", description=(
         "Greedy-decode held-out prompts and report accuracy (the correctness reward). Given a run "
@@ -56,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     cfg_sub = cfg.add_subparsers(dest="config_command", metavar="ACTION")
     show = cfg_sub.add_parser("show", help="print the resolved config (files + overrides + defaults)")
     _add_config_args(show)
+
+    keygen = sub.add_parser("keygen", help="create an Ed25519 node key (0600) and print its peer id", description=(
+        "Generate the node's identity: an Ed25519 private key written with mode 0600. The peer id "
+        "(libp2p format, 12D3KooW...) is derived from its public key; give it to a lab's allowlist."))
+    keygen.add_argument("--out", default="~/.config/swarmrl/node.key", help="key file (default %(default)s)")
+    keygen.add_argument("--force", action="store_true", help="overwrite an existing key file")
 
     plot = sub.add_parser("plot", help="write a PNG of the reward and other curves of a run")
     plot.add_argument("run_dir", help="run directory holding metrics.jsonl")
@@ -102,12 +109,20 @@ def cmd_run(args) -> int:
         progress.close()
         log.close()
     print(f"[node] step {node.step}: checkpoint in {node.ckpt_dir}, metrics in {log.path}", flush=True)
+    if args.eval:
+        from node.evaluate import evaluate_target
+
+        del node
+        evaluate_target(cfg, str(cfg.logging.run_dir), cfg.tasks.eval_size)
     return 0
 
 
 def cmd_eval(args) -> int:
     from node.evaluate import evaluate_target
 
+    if args.target and "=" in args.target and not Path(args.target).exists():
+        args.overrides.insert(0, args.target)  # `swarmrl eval key=value ...`: no target given
+        args.target = None
     cfg = _load(args)
     if args.target and not args.config and (Path(args.target) / "config.yaml").is_file():
         from node.config import load_config
@@ -135,7 +150,21 @@ def cmd_plot(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "eval": cmd_eval, "config": cmd_config, "plot": cmd_plot}
+def cmd_keygen(args) -> int:
+    from protocol.identity import IdentityError, generate_key_file
+
+    path = Path(args.out).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        peer_id = generate_key_file(path, overwrite=args.force)
+    except (IdentityError, FileExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}\npeer id: {peer_id}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "eval": cmd_eval, "config": cmd_config, "plot": cmd_plot, "keygen": cmd_keygen}
 
 
 def main(argv: list[str] | None = None) -> int:

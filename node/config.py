@@ -8,6 +8,7 @@ imports no torch: the CLI parses and validates before the heavy imports.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import tomllib
 from pathlib import Path
@@ -19,6 +20,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from node.algos.config import AlgorithmConfig
 
 PACKAGED_SMOLLM2 = "smollm2-135m-instruct"
+# The embedded default task: one-digit sums (see configs/solo_cpu.yaml for why).
+ONE_DIGIT_SUMS: dict[str, Any] = {
+    "min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1, "operators": ["+"],
+    "allow_parentheses": False, "allow_negation": False,
+}
 
 
 class Section(BaseModel):
@@ -52,6 +58,10 @@ class ModelConfig(Section):
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="auto = cuda > mps > cpu")
     cache_dir: str = Field("~/.cache/swarmrl", description="converted models and tokenizers are cached here")
     gradient_checkpointing: bool = Field(False, description="trade compute for activation memory")
+    threads: int = Field(
+        0, ge=0, description="CPU threads for torch; 0 = torch's default. On a busy machine 1 avoids "
+        "OpenMP threads waiting on each other (measured 6x faster generation under load on 2 cores)"
+    )
     tiny: TinyModelConfig = Field(default_factory=TinyModelConfig)
 
 
@@ -62,10 +72,12 @@ class TaskSource(Section):
     type: Literal["reasoning_gym", "jsonl"] = Field("reasoning_gym", description="kind of source")
     name: str = Field("basic_arithmetic", description="reasoning-gym dataset name, or a label for jsonl")
     path: str | None = Field(None, description="jsonl: path of the file (one {question, answer} per line)")
-    size: int = Field(5000, ge=1, description="reasoning_gym: number of generated training items")
-    seed: int = Field(1234, description="reasoning_gym: generator seed of the training items")
+    size: int = Field(60, ge=1, description="reasoning_gym: number of generated training items")
+    seed: int = Field(1234, description="reasoning_gym: generator seed (jsonl: train/held-out split seed)")
     weight: float = Field(1.0, gt=0, description="relative sampling weight among sources")
-    options: dict[str, Any] = Field(default_factory=dict, description="extra generator kwargs")
+    options: dict[str, Any] = Field(
+        default_factory=lambda: dict(ONE_DIGIT_SUMS), description="extra generator kwargs of the dataset"
+    )
 
 
 class Example(Section):
@@ -78,32 +90,35 @@ class Example(Section):
 class TasksConfig(Section):
     sources: list[TaskSource] = Field(default_factory=lambda: [TaskSource()], min_length=1)
     system_prompt: str = Field(
-        "Solve the problem. Think briefly, then give the final answer inside <answer></answer> tags.",
-        description="system message of every prompt",
+        "Reply with only the result inside answer tags.", description="system message of every prompt"
     )
     examples: list[Example] = Field(
-        default_factory=list, description="worked examples shown before every question (few-shot)"
+        default_factory=lambda: [
+            Example(question="Calculate 7 + 5.", answer="<answer>12</answer>"),
+            Example(question="Calculate 20 - 6.", answer="<answer>14</answer>"),
+        ],
+        description="worked examples shown before every question as earlier turns (few-shot)",
     )
     rewards: dict[str, float] = Field(
         default_factory=lambda: {"correctness": 1.0, "format": 0.2},
         description="reward function name -> weight; see node/tasks/rewards.py for the names",
     )
-    eval_size: int = Field(100, ge=1, description="held-out prompts for `swarmrl eval`")
+    eval_size: int = Field(40, ge=1, description="held-out prompts for `swarmrl eval`")
 
 
 class RolloutConfig(Section):
     backend: Literal["transformers", "vllm"] = Field("transformers", description="generation engine")
     prompts_per_step: int = Field(4, ge=1, description="prompts (groups) per training step")
     group_size: int = Field(8, ge=1, description="completions per prompt (G)")
-    max_new_tokens: int = Field(64, ge=1, description="completion length cap")
-    temperature: float = Field(1.0, gt=0, description="sampling temperature (logprobs use the same)")
+    max_new_tokens: int = Field(32, ge=1, description="completion length cap")
+    temperature: float = Field(0.7, gt=0, description="sampling temperature (logprobs use the same)")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling; behaviour logprobs ignore it")
     batch_size: int = Field(32, ge=1, description="sequences per generate call")
 
 
 class TrainerConfig(Section):
-    steps: int = Field(60, ge=1, description="training steps of `swarmrl run`")
-    lr: float = Field(2e-6, gt=0, lt=1, description="AdamW learning rate")
+    steps: int = Field(30, ge=1, description="training steps of `swarmrl run`")
+    lr: float = Field(1e-5, gt=0, lt=1, description="AdamW learning rate")
     weight_decay: float = Field(0.0, ge=0)
     betas: tuple[float, float] = Field((0.9, 0.99))
     warmup_steps: int = Field(0, ge=0, description="linear warm-up of the learning rate")
@@ -169,15 +184,34 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 
 def apply_override(data: dict[str, Any], override: str) -> dict[str, Any]:
-    """`a.b.c=value`: the value is parsed as YAML (`1e-6`, `true`, `[1, 2]`, `null`)."""
+    """`a.b.c=value`: the value is parsed as YAML (`1e-6`, `true`, `[1, 2]`, `null`).
+    A numeric part indexes into a list that already exists: `tasks.sources.0.size=100`."""
     key, sep, raw = override.partition("=")
-    if not sep or not key.strip():
+    parts = key.strip().split(".")
+    if not sep or not all(parts):
         raise ConfigError(f"override {override!r} is not of the form section.key=value")
     value = yaml.safe_load(raw) if raw.strip() else ""
-    nested: Any = value
-    for part in reversed(key.strip().split(".")):
-        nested = {part: nested}
-    return deep_merge(data, nested)
+    out = copy.deepcopy(data)
+    node: Any = out
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"override {override!r}: {'.'.join(parts[:i])} has no item {part!r}")
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+            continue
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {override!r}: {'.'.join(parts[:i])} is not a section")
+        if last:
+            node[part] = value
+        else:
+            if not isinstance(node.get(part), (dict, list)):
+                node[part] = {}
+            node = node[part]
+    return out
 
 
 def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:

@@ -21,14 +21,12 @@ from typing import Any
 import torch
 
 from node import checkpoint
-from node.algos.api import compute_advantages
-from node.algos.types import AdvantageInputs
+from node.algos.api import advantages_with_keep, requirements
+from node.collect import advantage_inputs, collect
 from node.config import Config, dump_config
 from node.policy import load_policy, load_reference
 from node.rollout import SamplingParams, build_engine
-from node.rollout.base import Group
 from node.sampler import PromptSampler
-from node.scoring import score_groups
 from node.tasks import build_tasks
 from node.trainer import Trainer
 
@@ -42,7 +40,8 @@ class Node:
         self.tasks = {t.name: t for t in task_list}
         self.sampler = PromptSampler(task_list, [s.weight for s in cfg.tasks.sources], cfg.seed)
         self.policy = load_policy(cfg.model)
-        ref = load_reference(self.policy) if cfg.algorithm.kl_coef > 0 else None
+        self.req = requirements(cfg.algorithm)
+        ref = load_reference(self.policy) if self.req.ref_logprobs else None
         self.engine = build_engine(cfg.rollout, self.policy, cfg.tasks)
         self.trainer = Trainer(
             self.policy.model,
@@ -87,30 +86,22 @@ class Node:
         return True
 
     # -- one step ------------------------------------------------------------------------
-    def generate(self) -> list[Group]:
-        prompts = self.sampler.sample(self.step, self.cfg.rollout.prompts_per_step)
-        groups = self.engine.generate(prompts, self.cfg.rollout.group_size, self.sampling)
-        score_groups(groups, self.tasks, self.cfg.tasks.rewards, self.cfg.rollout.max_new_tokens)
-        return groups
-
     def train_step(self) -> dict[str, Any]:
-        t0 = time.perf_counter()
-        groups = self.generate()
-        gen_s = time.perf_counter() - t0
-        completions = [c for g in groups for c in g.completions]
-        names = list(self.cfg.tasks.rewards)
-        inputs = AdvantageInputs(
-            rewards=torch.tensor([c.reward for c in completions]),
-            group_ids=torch.tensor([gi for gi, g in enumerate(groups) for _ in g.completions]),
-            components=torch.tensor([[c.reward_components[n] for n in names] for c in completions]),
-            component_weights=torch.tensor([self.cfg.tasks.rewards[n] for n in names]),
-            correct=torch.tensor([c.reward_components.get("correctness", 0.0) >= 1.0 for c in completions]),
-        )
-        advantages = compute_advantages(inputs, self.cfg.algorithm)
-        metrics = self.trainer.step(completions, advantages)
+        cfg = self.cfg
+        collected = collect(self.engine, self.sampler, self.tasks, cfg, self.req, self.step, self.sampling)
+        groups = collected.groups
+        raw = [c for g in groups for c in g.completions]
+        ref = self.trainer.ref_logprobs(raw) if self.req.ref_logprobs else None
+        completions, inputs, keep = advantage_inputs(collected, cfg, self.req, ref)
+        out = advantages_with_keep(inputs, cfg.algorithm)
+        rows = out.keep if keep is None else out.keep & keep
+        if not bool(rows.any()):
+            rows = torch.ones_like(rows)  # nothing left: train on zero advantages rather than skip the step
+        train_rows = [c for c, k in zip(completions, rows.tolist()) if k]
+        advantages = out.advantages[rows]
+        metrics = self.trainer.step(train_rows, advantages)
         self.engine.sync_weights(self.trainer.version)
         self.step += 1
-        gen_tokens = sum(len(c.completion_ids) for c in completions)
         rewards = [c.reward for c in completions]
         metrics.update(
             reward_mean=statistics.fmean(rewards),
@@ -118,14 +109,17 @@ class Node:
             adv_mean=float(advantages.mean()),
             adv_std=float(advantages.std()) if advantages.numel() > 1 else 0.0,
             adv_abs_max=float(advantages.abs().max()),
-            completion_len=gen_tokens / len(completions),
+            completion_len=collected.gen_tokens / len(completions),
             truncated_frac=sum(c.truncated for c in completions) / len(completions),
             zero_var_groups=sum(len(set(g.rewards)) == 1 for g in groups) / len(groups),
-            gen_tokens_per_s=gen_tokens / gen_s,
-            gen_s=gen_s,
+            rows_dropped=len(completions) - len(train_rows),
+            gen_rounds=collected.rounds,
+            gen_dropped_groups=collected.dropped_groups,
+            gen_tokens_per_s=collected.gen_tokens / collected.gen_seconds,
+            gen_s=collected.gen_seconds,
             policy_version=self.trainer.version,
         )
-        for n in names:
+        for n in cfg.tasks.rewards:
             metrics[f"reward/{n}"] = statistics.fmean(c.reward_components[n] for c in completions)
         return metrics
 

@@ -152,7 +152,11 @@ def load_tokenizer(source: str):
 def load_policy(cfg: ModelConfig, for_training: bool = True) -> Policy:
     """Model + tokenizer on the chosen device and dtype."""
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # the node's own progress display is the one to watch
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)
     dtype = pick_dtype(cfg.dtype, device)
     source = resolve_source(cfg)

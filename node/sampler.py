@@ -14,8 +14,9 @@ class PromptSampler:
         self.weights = weights
         self.seed = seed
 
-    def sample(self, step: int, n: int) -> list[Prompt]:
-        rng = random.Random(f"prompts:{self.seed}:{step}")
+    def sample(self, step: int, n: int, round: int = 0) -> list[Prompt]:
+        """`n` prompts for `step`; `round` > 0 draws the extra batches of dynamic sampling."""
+        rng = random.Random(f"prompts:{self.seed}:{step}:{round}")
         out = []
         for _ in range(n):
             task = rng.choices(self.tasks, weights=self.weights)[0]

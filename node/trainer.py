@@ -14,7 +14,7 @@ import time
 import torch
 from torch import Tensor
 
-from node.algos.api import policy_loss
+from node.algos.api import lr_scale, policy_loss, seq_log_weights
 from node.algos.config import AlgorithmConfig
 from node.algos.types import LossInputs
 from node.batching import first_completion_position, pack, token_logprobs
@@ -53,6 +53,24 @@ class Trainer:
             return self.cfg.lr * (step + 1) / self.cfg.warmup_steps
         return self.cfg.lr
 
+    @torch.no_grad()
+    def ref_logprobs(self, completions: list[Completion]) -> list[list[float]]:
+        """log pi_ref of each completion token (KL-in-reward, ACE)."""
+        out: list[list[float]] = []
+        mb = self.cfg.micro_batch_size
+        for start in range(0, len(completions), mb):
+            rows = completions[start : start + mb]
+            batch = pack(rows, torch.zeros(len(rows)), self.pad_id)
+            first = first_completion_position(rows)
+            logp, _ = token_logprobs(
+                self.ref_model, batch.input_ids.to(self.device), batch.attention_mask.to(self.device),
+                self.temperature, False, first,
+            )
+            for r, c in enumerate(rows):
+                p = len(c.prompt_ids)
+                out.append(logp[r, p - 1 : p - 1 + len(c.completion_ids)].float().cpu().tolist())
+        return out
+
     def step(self, completions: list[Completion], advantages: Tensor) -> dict[str, float]:
         """One optimizer step on these completions with these [N] advantages."""
         t0 = time.perf_counter()
@@ -63,6 +81,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         want_entropy = True
         seen_tokens = 0
+        log_weights = []
         mb = self.cfg.micro_batch_size
         for start in range(0, len(completions), mb):
             rows = completions[start : start + mb]
@@ -90,13 +109,15 @@ class Trainer:
                 behavior_versions=batch.versions.to(self.device),
                 policy_version=self.version,
             )
+            log_weights.append(seq_log_weights(inputs.old_logprobs, inputs.behavior_logprobs, inputs.mask))
             out = policy_loss(inputs, self.algo)
             out.loss.backward()
             metrics["loss"] = metrics.get("loss", 0.0) + float(out.loss.detach())
             for k, v in out.metrics.items():
                 metrics[k] = metrics.get(k, 0.0) + v
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
-        lr = self.lr_at(self.version)
+        scale = lr_scale(torch.cat(log_weights), self.algo)
+        lr = self.lr_at(self.version) * scale
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         if math.isfinite(float(grad_norm)):
@@ -106,5 +127,5 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.version += 1
         elapsed = time.perf_counter() - t0
-        metrics.update(grad_norm=float(grad_norm), lr=lr, train_tokens_per_s=seen_tokens / elapsed, train_s=elapsed)
+        metrics.update(grad_norm=float(grad_norm), lr=lr, lr_scale=scale, train_tokens_per_s=seen_tokens / elapsed, train_s=elapsed)
         return metrics

@@ -10,8 +10,9 @@ can drive the P2P transports and a receiver can verify a signature from the send
 The key file is PEM PKCS#8 (readable by OpenSSL and every Ed25519 library), written with mode
 0600.  Loading refuses a file that grants any permission to group or others, as OpenSSH does
 for private keys (stricter than "not group/other-readable": a group-writable key is as bad).
-`to_libp2p_private_key()` gives the protobuf-marshalled private key that go-libp2p daemons
-(hivemind's p2pd `-id` file) and py-libp2p accept.
+`to_libp2p_private_key()` gives the protobuf-marshalled private key in the libp2p spec's form
+(Data = seed || public key, 64 bytes), which go-libp2p daemons read (hivemind's p2pd `-id`
+file).  py-libp2p 0.8 instead wants the bare 32-byte seed: use `private_seed()` for it.
 """
 
 from __future__ import annotations

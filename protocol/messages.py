@@ -55,9 +55,18 @@ def array_to_le_bytes(values: array[int] | array[float]) -> bytes:
     return swapped.tobytes()
 
 
-def array_from_le_bytes(typecode: str, data: bytes) -> array[int] | array[float]:
-    """Inverse of `array_to_le_bytes`; `len(data)` must be a multiple of 4."""
-    values = array(typecode)
+def tokens_from_le_bytes(data: bytes) -> array[int]:
+    """uint32 token ids from little-endian bytes; `len(data)` must be a multiple of 4."""
+    values = array("I")
+    values.frombytes(data)
+    if sys.byteorder != "little":
+        values.byteswap()
+    return values
+
+
+def logprobs_from_le_bytes(data: bytes) -> array[float]:
+    """float32 logprobs from little-endian bytes; `len(data)` must be a multiple of 4."""
+    values = array("f")
     values.frombytes(data)
     if sys.byteorder != "little":
         values.byteswap()

@@ -28,8 +28,9 @@ from protocol.messages import (
     RolloutGroup,
     SamplingParams,
     TaskRef,
-    array_from_le_bytes,
     array_to_le_bytes,
+    logprobs_from_le_bytes,
+    tokens_from_le_bytes,
 )
 
 Wire = dict[str, Any]  # a decoded msgpack map; values are checked before use
@@ -60,9 +61,9 @@ def _str(d: Mapping[str, Any], key: str, path: str, max_bytes: int, min_bytes: i
     return _check_str(value, f"{path}.{key}", max_bytes, min_bytes)
 
 
-def _opt_str(d: Mapping[str, Any], key: str, path: str, max_bytes: int) -> str | None:
+def _opt_str(d: Mapping[str, Any], key: str, path: str, max_bytes: int, min_bytes: int = 1) -> str | None:
     value = _get(d, key, path, optional=True)
-    return None if value is None else _check_str(value, f"{path}.{key}", max_bytes, 1)
+    return None if value is None else _check_str(value, f"{path}.{key}", max_bytes, min_bytes)
 
 
 def _check_str(value: Any, where: str, max_bytes: int, min_bytes: int) -> str:
@@ -204,8 +205,8 @@ def completion_from_wire(value: Any, limits: Limits, path: str) -> Completion:
     tk, lp = packed["tk"], packed["lp"]
     return Completion(
         text=_str(d, "x", path, limits.max_text_bytes, min_bytes=0),
-        token_ids=None if tk is None else array_from_le_bytes("I", tk),  # type: ignore[arg-type]
-        behavior_logprobs=None if lp is None else array_from_le_bytes("f", lp),  # type: ignore[arg-type]
+        token_ids=None if tk is None else tokens_from_le_bytes(tk),
+        behavior_logprobs=None if lp is None else logprobs_from_le_bytes(lp),
         claimed_rewards=rewards,
     )
 
@@ -242,7 +243,7 @@ def group_from_wire(value: Any, limits: Limits, path: str = "group") -> RolloutG
     return RolloutGroup(
         swarm_id=_str(d, "sw", path, limits.max_name_bytes),
         task=task_from_wire(_get(d, "task", path, optional=False), limits, f"{path}.task"),
-        ground_truth=_opt_str(d, "gt", path, limits.max_text_bytes),
+        ground_truth=_opt_str(d, "gt", path, limits.max_text_bytes, min_bytes=0),
         completions=tuple(
             completion_from_wire(c, limits, f"{path}.c[{i}]") for i, c in enumerate(completions)
         ),

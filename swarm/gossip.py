@@ -81,7 +81,7 @@ class GossipConfig:
     max_concurrent_fetches: int = 16
     max_pending: int = 10_000  # announced-but-unfetched group ids tracked at once
     relay: bool | None = None  # re-announce admitted groups; None: iff transport doesn't propagate
-    announce_delay: float = 0.005  # batch entries admitted within this window into one Announce
+    announce_delay: float = 0.02  # batch entries admitted within this window into one Announce
     max_announce_entries: int = 64
     max_push_bytes: int = 64 * 1024  # pushes are Announces and PeerCards: small; refuse bigger unread
     sync_interval: float = 5.0  # anti-entropy inventory pull from one random neighbour
@@ -117,6 +117,9 @@ class Gossip:
         self.scores = PeerScores(config.score, loop_time)
         sp = config.score
         self.limiter = PeerRateLimiter(sp.msg_rate, sp.msg_burst, sp.byte_rate, sp.byte_burst, loop_time)
+        self.request_limiter = PeerRateLimiter(
+            sp.request_rate, sp.request_burst, sp.response_byte_rate, sp.response_byte_rate, loop_time
+        )
         self.seen_groups = SeenCache(config.seen_capacity, config.seen_ttl, loop_time)
         self.seen_msgs = SeenCache(config.seen_capacity, config.seen_ttl, loop_time)
         self.inbox = Inbox(config.inbox_capacity, sp.max_inbox_share)
@@ -184,6 +187,9 @@ class Gossip:
         """Counters, gauges and per-peer scores as one JSON-able dict."""
         m = self.metrics
         m.set("connected_peers", len(self.transport.connected_peers()))
+        mesh_size = getattr(self.transport, "mesh_size", None)
+        if mesh_size is not None:
+            m.set("mesh_peers", mesh_size(self.config.topic))
         m.set("members", len(self.members))
         m.set("inbox_size", len(self.inbox))
         m.set("outbox_size", len(self.outbox))
@@ -212,7 +218,12 @@ class Gossip:
 
     async def _push(self, data: bytes) -> None:
         self.metrics.inc("sent_messages")
-        self.metrics.inc("sent_bytes", len(data) * max(1, len(self.transport.connected_peers())))
+        # Bytes this node hands to the network: one copy per neighbour (per GossipSub mesh peer
+        # on a propagating transport; the library's own forwarding of others' messages and its
+        # control traffic are not counted).
+        mesh_size = getattr(self.transport, "mesh_size", None)
+        fanout = mesh_size(self.config.topic) if mesh_size is not None else len(self.transport.connected_peers())
+        self.metrics.inc("sent_bytes", len(data) * max(1, fanout))
         try:
             await self.transport.publish(self.config.topic, data)
         except TransportError as e:
@@ -369,7 +380,7 @@ class Gossip:
         if self.scores.is_banned(caller):
             self.metrics.reject(BANNED)
             raise PermissionError("banned")
-        if not self.limiter.allow(caller, len(data)):
+        if not self.request_limiter.allow(caller, len(data)):
             self._reject(caller, RATE_LIMITED)
             raise PermissionError("rate limited")
 

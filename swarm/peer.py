@@ -43,7 +43,9 @@ class SwarmConfig:
     port: int = 0  # 0: any free port
     bootstrap: tuple[str, ...] = ()  # multiaddrs of bootstrap peers (from `swarmrl bootstrap`)
     allowlist_file: str | None = None  # private swarm: file of allowed public keys / peer ids
-    start_timeout: float = 20.0
+    start_timeout: float = 20.0  # per attempt; start never waits longer than attempts x this
+    start_attempts: int = 3  # tries before giving up (port in use, daemon down, bootstrap away)
+    start_backoff: float = 1.0  # seconds before the 2nd try, doubled each time
     gossip: GossipConfig = field(default_factory=GossipConfig)
 
 
@@ -103,6 +105,44 @@ def make_transport(
     raise ValueError(f"unknown swarm backend {backend!r}; choose one of {', '.join(BACKENDS)}")
 
 
+class SwarmStartError(TransportError):
+    """The swarm layer could not start after every retry; the message lists each attempt."""
+
+
+async def start_transport(transport_factory: Any, config: SwarmConfig) -> Transport:
+    """Build and start a transport, retrying with exponential backoff; never hangs.
+
+    `transport_factory()` must return a fresh, unstarted transport (a failed one is discarded)."""
+    errors: list[str] = []
+    delay = config.start_backoff
+    for attempt in range(1, config.start_attempts + 1):
+        transport = transport_factory()
+        try:
+            await asyncio.wait_for(transport.start(), config.start_timeout * 1.5)
+            return transport
+        except (TransportError, OSError, asyncio.TimeoutError) as e:
+            reason = str(e) or type(e).__name__
+            errors.append(f"attempt {attempt}: {reason}")
+            log.warning("swarm %s transport failed to start (attempt %d/%d): %s",
+                        config.backend, attempt, config.start_attempts, reason)  # fmt: skip
+            try:
+                await asyncio.wait_for(transport.stop(), 10)
+            except Exception as stop_error:  # already broken; keep the original reason
+                log.debug("stop after failed start: %s", stop_error)
+        if attempt < config.start_attempts:
+            await asyncio.sleep(delay)
+            delay *= 2
+    hint = f"listen {config.host}:{config.port}" + (
+        f", bootstrap {', '.join(config.bootstrap)}" if config.bootstrap else ", no bootstrap peers"
+    )
+    raise SwarmStartError(
+        f"could not start the {config.backend} swarm transport ({hint}) after {config.start_attempts} attempts: "
+        + "; ".join(errors)
+        + ".  Check that the port is free, that a bootstrap address is reachable (`swarmrl bootstrap` prints one), "
+        "or try --swarm.backend libp2p/hivemind."
+    )
+
+
 class SwarmPeer:
     """A started transport + gossip engine for one identity."""
 
@@ -119,24 +159,31 @@ class SwarmPeer:
         hub: Any = None,
         card_fields: dict[str, Any] | None = None,
     ) -> SwarmPeer:
-        """Start the transport (raises `TransportError` with the reason, never hangs) and gossip."""
-        allowlist = load_allowlist(config.allowlist_file) if config.allowlist_file else config.gossip.allowlist
+        """Start the transport (retrying; raises `SwarmStartError` with the reasons, never hangs)
+        and the gossip engine."""
+        allowlist = (
+            load_allowlist(config.allowlist_file) if config.allowlist_file else config.gossip.allowlist
+        )
         if allowlist is not None:
             allowlist = allowlist | {identity.peer_id}
         gossip_config = replace(config.gossip, swarm_id=config.swarm_id, allowlist=allowlist)
-        transport = make_transport(
-            config.backend,
-            identity,
-            swarm_id=config.swarm_id,
-            host=config.host,
-            port=config.port,
-            bootstrap=config.bootstrap,
-            start_timeout=config.start_timeout,
-            hub=hub,
-        )
-        if allowlist is not None:
-            transport.allow_peers(allowlist)
-        await transport.start()
+
+        def factory() -> Transport:
+            transport = make_transport(
+                config.backend,
+                identity,
+                swarm_id=config.swarm_id,
+                host=config.host,
+                port=config.port,
+                bootstrap=config.bootstrap,
+                start_timeout=config.start_timeout,
+                hub=hub,
+            )
+            if allowlist is not None:
+                transport.allow_peers(allowlist)
+            return transport
+
+        transport = await start_transport(factory, config)
         wire = ProtocolWire(identity, config.swarm_id, allowlist=allowlist, card_fields=card_fields)
         gossip = Gossip(transport, wire, gossip_config, want=want)
         try:

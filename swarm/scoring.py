@@ -60,6 +60,11 @@ class ScoreParams:
     msg_burst: float = 200.0
     byte_rate: float = 2_000_000.0  # bytes per second of pushed messages
     byte_burst: float = 4_000_000.0
+    # Separate buckets for requests served (fetches, inventory pulls): a late joiner catching up
+    # fetches hundreds of groups at once, which is legitimate and must not eat its push budget.
+    request_rate: float = 100.0
+    request_burst: float = 1000.0
+    response_byte_rate: float = 50_000_000.0  # bytes of requests per second (requests are small)
     # Inbox: the most any one origin peer may hold, as a fraction of the inbox capacity.
     max_inbox_share: float = 0.25
 

@@ -56,7 +56,7 @@ class HivemindTransport:
         host: str = "127.0.0.1",
         port: int = 0,
         bootstrap: Iterable[str] = (),
-        max_neighbours: int = 16,
+        max_neighbours: int = 8,
         member_ttl: float = 30.0,
         discovery_interval: float = 2.0,
         start_timeout: float = 20.0,

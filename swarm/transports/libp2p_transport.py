@@ -179,6 +179,13 @@ async def _to_asyncio(loop: asyncio.AbstractEventLoop, coro: Awaitable[T]) -> T:
     return cfut.result()
 
 
+def _leaf_message(e: BaseException) -> str:
+    """The innermost message of a (trio) exception group, which is what a user needs to see."""
+    while getattr(e, "exceptions", None):  # BaseExceptionGroup (or the 3.10 backport)
+        e = e.exceptions[0]  # type: ignore[attr-defined]
+    return str(e) or type(e).__name__
+
+
 async def _read_exact(stream: Any, n: int) -> bytes:
     buf = bytearray()
     while len(buf) < n:
@@ -285,7 +292,7 @@ class Libp2pTransport:
             raise TransportError(f"libp2p host did not start within {self.start_timeout:.0f}s") from None
         except Exception as e:
             await self.stop()
-            raise TransportError(f"libp2p host failed to start on {self._listen}: {e}") from e
+            raise TransportError(f"libp2p host failed to start on {self._listen}: {_leaf_message(e)}") from e
         for addr in self.bootstrap:
             await self.connect(addr)
 
@@ -312,6 +319,8 @@ class Libp2pTransport:
                 host.get_network().register_notifee(_Gatekeeper(self))
                 async with background_trio_service(pubsub), background_trio_service(router):
                     await pubsub.wait_until_ready()
+                    if not host.get_addrs():  # py-libp2p logs a failed bind and carries on
+                        raise TransportError(f"could not listen on {self._listen} (port in use?)")
                     self._host, self._pubsub = host, pubsub
                     loop.call_soon_threadsafe(lambda: started.done() or started.set_result(None))
                     await trio.sleep_forever()
@@ -342,6 +351,11 @@ class Libp2pTransport:
         if self._host is None:
             return []
         return [str(p.to_base58()) for p in self._host.get_connected_peers() if self.accepts(p.to_base58())]
+
+    def mesh_size(self, topic: str) -> int:
+        """GossipSub mesh peers for `topic` (a read of router state; safe under the GIL)."""
+        router = None if self._pubsub is None else self._pubsub.router
+        return 0 if router is None else len(router.mesh.get(topic, ()))
 
     # -- pubsub --------------------------------------------------------------------------------
     async def subscribe(self, topic: str, handler: MessageHandler) -> None:

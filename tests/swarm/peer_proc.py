@@ -77,6 +77,7 @@ class PeerProcess:
             "published": self.published,
             "admitted": self.admitted,
             "hostile_sent": self.hostile_sent,
+            "members": [m.peer_id for m in self.peer.gossip.members.alive()],
             "metrics": self.peer.metrics(),
         }
         tmp = self.args.status + ".tmp"

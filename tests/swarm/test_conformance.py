@@ -81,7 +81,9 @@ def test_swarm_conformance(backend: str, swarm_factory) -> None:  # type: ignore
         assert st["metrics"].get("rejected_total", 0) == 0, describe(peers)
 
     # 2. late joiner gets every group still served
-    late = swarm.start("late", bootstrap=peers[0].status()["addresses"], msg_rate=MSG_RATE, msg_burst=MSG_BURST)
+    late = swarm.start(
+        "late", bootstrap=peers[0].status()["addresses"], msg_rate=MSG_RATE, msg_burst=MSG_BURST
+    )
     everything = {g for p in peers for g in p.published()}
     assert wait_for(lambda: everything <= late.admitted(), DELIVERY_BOUND), describe([late])
     peers.append(late)
@@ -105,8 +107,8 @@ def test_swarm_conformance(backend: str, swarm_factory) -> None:  # type: ignore
     hostile_id = hostile.status()["peer_id"]
     wait_connected([hostile], 2)
     honest = survivors
-    assert wait_for(lambda: all(hostile_id in p.metrics().get("peer_scores", {}) or
-                                p.metrics().get("members", 0) >= 4 for p in honest), 20)  # fmt: skip
+    # its pushes reach everyone once its PeerCard has (cards go out every 3 s)
+    assert wait_for(lambda: all(hostile_id in p.status().get("members", []) for p in honest), 20)
     hostile.send(cmd="hostile", faults=["garbage", "forged", "oversized", "replay", "flood"],
                  flood_rate=MSG_RATE * 10, flood_seconds=2.0)  # fmt: skip
 
@@ -143,14 +145,18 @@ def test_private_swarm_refuses_unlisted_peer(backend: str, swarm_factory, tmp_pa
     allowlist.write_text(f"# lab swarm\n{ids[0].public_key.hex()}\n{ids[1].peer_id}\n{ids[2].peer_id}\n")
     members = [swarm.start("m0", allowlist=allowlist, seed=seeds[0])]
     addrs = members[0].status()["addresses"]
-    members += [swarm.start(f"m{i}", bootstrap=addrs, allowlist=allowlist, seed=seeds[i], wait=False) for i in (1, 2)]
+    members += [
+        swarm.start(f"m{i}", bootstrap=addrs, allowlist=allowlist, seed=seeds[i], wait=False) for i in (1, 2)
+    ]
     outsider = swarm.start("outsider", bootstrap=addrs, seed=seeds[3], wait=False)
     for p in [*members[1:], outsider]:
         swarm.wait_started(p)
     wait_connected(members, 1)
     for p in [*members, outsider]:
         p.send(cmd="publish", n=3, rate=2.0, size=4000)
-    assert wait_for(lambda: len(outsider.published()) == 3 and all(len(p.published()) == 3 for p in members), 20)
+    assert wait_for(
+        lambda: len(outsider.published()) == 3 and all(len(p.published()) == 3 for p in members), 20
+    )
     assert wait_for(lambda: all_delivered(members, members), DELIVERY_BOUND), describe(members)
     theirs = set(outsider.published())
     # the outsider keeps pushing for a few sync rounds: nothing of it gets in, nothing gets out

@@ -10,22 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PRESETS = sorted((ROOT / "configs" / "algorithms").glob("*.yaml"))
 
-# The node does not yet decode a greedy baseline per prompt (api.requirements().baseline_rewards);
-# strict, so this fails loudly once it does and the marker must go.
-NOT_WIRED = {"remax": "node does not pass AdvantageInputs.baseline_rewards yet"}
-
-
-def params(paths):
-    for p in paths:
-        marks = (
-            [pytest.mark.xfail(raises=ValueError, strict=True, reason=NOT_WIRED[p.stem])]
-            if p.stem in NOT_WIRED
-            else []
-        )
-        yield pytest.param(p, id=p.stem, marks=marks)
-
-
-@pytest.mark.parametrize("preset", list(params(PRESETS)))
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
 def test_preset_trains_two_steps(tiny_config, preset):
     from node.node import Node
 
@@ -34,3 +19,5 @@ def test_preset_trains_two_steps(tiny_config, preset):
         metrics = node.train_step()
         assert math.isfinite(metrics["loss"]) and math.isfinite(metrics["grad_norm"]), metrics
     assert node.trainer.version == 2
+    if preset.stem == "mc_grpo":  # G+1 sampled, the median pivot of each group dropped
+        assert metrics["rows_dropped"] == node.cfg.rollout.prompts_per_step

@@ -17,6 +17,8 @@ def test_defaults_are_the_embedded_solo_config():
     cfg = load_config()
     assert cfg.model.name == "smollm2-135m-instruct"
     assert cfg.swarm.mode == "solo"
+    # `swarmrl run` without --config and `make run` (configs/solo_cpu.yaml) train the same job
+    assert cfg == load_config([ROOT / "configs" / "solo_cpu.yaml"])
 
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.name)
@@ -64,3 +66,11 @@ def test_file_errors_name_the_file(tmp_path):
         load_config([bad])
     with pytest.raises(ConfigError, match="section.key=value"):
         load_config(overrides=["no-equals-sign"])
+
+
+def test_overrides_index_into_lists(tmp_path):
+    cfg = load_config([ROOT / "configs" / "tiny.yaml"], ["tasks.sources.0.size=17", "tasks.sources.0.options.max_digits=1"])
+    assert cfg.tasks.sources[0].size == 17 and cfg.tasks.sources[0].options["max_digits"] == 1
+    assert cfg.tasks.sources[0].options["min_terms"] == 2  # siblings kept
+    with pytest.raises(ConfigError, match="has no item '3'"):
+        load_config([ROOT / "configs" / "tiny.yaml"], ["tasks.sources.3.size=1"])

@@ -269,7 +269,9 @@ def test_tokens_per_completion_limit_checked_on_packed_length() -> None:
 def test_encoder_and_decoder_agree_on_empty_and_unicode_text() -> None:
     group = G.sample_messages()["rollout_group"]
     assert isinstance(group, RolloutGroup)
-    weird = dataclasses.replace(group, completions=(Completion(text=""), Completion(text="naïve ✓ 𝔘")))
+    weird = dataclasses.replace(
+        group, ground_truth="", completions=(Completion(text=""), Completion(text="naïve ✓ 𝔘"))
+    )
     assert decode(encode(weird, G.identity(), "s"))[1] == weird
 
 

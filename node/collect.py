@@ -1,0 +1,134 @@
+"""Collecting one step's scored groups, with what the configured algorithm requires:
+G+1 samples (MC-GRPO), a greedy baseline per prompt (ReMax), dynamic sampling rounds that
+drop zero-variance groups and draw more prompts until the batch is full (DAPO), and the
+per-completion tensors that reward shaping and the advantage estimators read.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from node.algos.api import keep_groups, row_keep, shape_rewards, should_generate_more
+from node.algos.types import AdvantageInputs, Requirements
+from node.config import Config
+from node.rollout.base import Completion, Group, RolloutEngine, SamplingParams
+from node.sampler import PromptSampler
+from node.scoring import score_groups
+from node.tasks.base import Task
+
+
+@dataclass
+class Collected:
+    groups: list[Group]  # the groups trained on
+    baselines: dict[str, float] = field(default_factory=dict)  # prompt_id -> greedy reward (ReMax)
+    rounds: int = 1  # generation rounds used (dynamic sampling)
+    dropped_groups: int = 0  # zero-variance groups dropped by dynamic sampling
+    gen_seconds: float = 0.0
+    gen_tokens: int = 0
+
+
+def _generate(engine, sampler, tasks, cfg: Config, step: int, rnd: int, group_size: int, sampling) -> list[Group]:
+    prompts = sampler.sample(step, cfg.rollout.prompts_per_step, rnd)
+    groups = engine.generate(prompts, group_size, sampling)
+    score_groups(groups, tasks, cfg.tasks.rewards, cfg.rollout.max_new_tokens)
+    return groups
+
+
+def collect(
+    engine: RolloutEngine,
+    sampler: PromptSampler,
+    tasks: dict[str, Task],
+    cfg: Config,
+    req: Requirements,
+    step: int,
+    sampling: SamplingParams,
+) -> Collected:
+    t0 = time.perf_counter()
+    group_size = cfg.rollout.group_size + req.extra_rollouts_per_group
+    algo = cfg.algorithm
+    target = cfg.rollout.prompts_per_step
+    kept: list[Group] = []
+    dropped = 0
+    rounds = 0
+    while True:
+        groups = _generate(engine, sampler, tasks, cfg, step, rounds, group_size, sampling)
+        rounds += 1
+        if not algo.dynamic_sampling:
+            kept = groups
+            break
+        rewards = torch.tensor([c.reward for g in groups for c in g.completions])
+        ids = torch.tensor([i for i, g in enumerate(groups) for _ in g.completions])
+        mask = keep_groups(rewards, ids)
+        good = [g for i, g in enumerate(groups) if bool(mask[ids == i].all())]
+        dropped += len(groups) - len(good)
+        kept += good
+        if not should_generate_more(len(kept), target, rounds, algo.max_gen_rounds):
+            break
+    if algo.dynamic_sampling:
+        kept = kept[:target] if kept else groups  # nothing had variance: train on the last round (zero advantages)
+    out = Collected(kept, rounds=rounds, dropped_groups=dropped)
+    if req.baseline_rewards:
+        greedy = SamplingParams(sampling.max_new_tokens, greedy=True)
+        base = engine.generate([g.prompt for g in kept], 1, greedy)
+        score_groups(base, tasks, cfg.tasks.rewards, cfg.rollout.max_new_tokens)
+        out.baselines = {g.prompt.prompt_id: g.completions[0].reward for g in base}
+    out.gen_seconds = time.perf_counter() - t0
+    out.gen_tokens = sum(len(c.completion_ids) for g in kept for c in g.completions)
+    return out
+
+
+def completion_matrix(completions: list[Completion], values: list[list[float]]) -> tuple[Tensor, Tensor]:
+    """Ragged per-token values -> ([N, L] right-padded with 0, [N, L] mask)."""
+    width = max([len(v) for v in values] + [1])
+    out = torch.zeros(len(values), width)
+    mask = torch.zeros(len(values), width)
+    for i, v in enumerate(values):
+        out[i, : len(v)] = torch.tensor(v, dtype=torch.float32)
+        mask[i, : len(v)] = 1
+    return out, mask
+
+
+def advantage_inputs(
+    collected: Collected,
+    cfg: Config,
+    req: Requirements,
+    ref_logprobs: list[list[float]] | None = None,
+) -> tuple[list[Completion], AdvantageInputs, Tensor | None]:
+    """Flatten groups into completions and the estimator's inputs (rewards already shaped).
+    Returns the completions, the inputs, and the row mask from overlong filtering (or None)."""
+    groups = collected.groups
+    completions = [c for g in groups for c in g.completions]
+    names = list(cfg.tasks.rewards)
+    lengths = torch.tensor([len(c.completion_ids) for c in completions], dtype=torch.float32)
+    behavior, mask = completion_matrix(completions, [c.behavior_logprobs for c in completions])
+    ref = completion_matrix(completions, ref_logprobs)[0] if ref_logprobs is not None else None
+    rewards = shape_rewards(
+        torch.tensor([c.reward for c in completions]),
+        lengths,
+        cfg.rollout.max_new_tokens,
+        cfg.algorithm,
+        behavior_logprobs=behavior,
+        ref_logprobs=ref,
+        mask=mask,
+    )
+    n_tok = mask.sum(-1).clamp(min=1)
+    inputs = AdvantageInputs(
+        rewards=rewards,
+        group_ids=torch.tensor([gi for gi, g in enumerate(groups) for _ in g.completions]),
+        components=torch.tensor([[c.reward_components[n] for n in names] for c in completions]),
+        component_weights=torch.tensor([cfg.tasks.rewards[n] for n in names]),
+        correct=torch.tensor([c.reward_components.get("correctness", 0.0) >= cfg.algorithm.correct_threshold
+                              for c in completions]),
+        seq_logprobs=(behavior * mask).sum(-1) / n_tok if req.seq_logprobs else None,
+        ref_seq_logprobs=(ref * mask).sum(-1) / n_tok if ref is not None else None,
+        baseline_rewards=torch.tensor([collected.baselines[c.prompt.prompt_id] for c in completions])
+        if req.baseline_rewards
+        else None,
+        lengths=lengths,
+    )
+    keep = row_keep(cfg.algorithm, truncated=torch.tensor([c.truncated for c in completions]))
+    return completions, inputs, keep

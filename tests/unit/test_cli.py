@@ -1,0 +1,87 @@
+"""The command line: instant help, readable errors, the sub-commands that need no training."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from node.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_help_parses_before_importing_torch():
+    code = (
+        "import sys\nfrom node.cli import main\n"
+        "for argv in (['--help'], ['run', '--help'], ['eval', '--help']):\n"
+        "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+        "assert 'torch' not in sys.modules, 'help imported torch'\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "--resume" in out.stdout and "KEY=VALUE" in out.stdout
+
+
+def test_config_show_prints_the_resolved_config(capsys):
+    assert main(["config", "show", "-c", str(ROOT / "configs" / "tiny.yaml"), "trainer.lr=0.5"]) == 0
+    text = capsys.readouterr().out
+    assert "lr: 0.5" in text and "name: tiny" in text
+
+
+def test_config_error_exits_2_with_the_key(capsys):
+    assert main(["config", "show", "rollout.group_sise=4"]) == 2
+    err = capsys.readouterr().err
+    assert "rollout.group_sise" in err and "group_size" in err
+
+
+def test_missing_model_folder_is_a_clear_error(capsys, tmp_path):
+    rc = main(["eval", "-c", str(ROOT / "configs" / "tiny.yaml"), f"model.name={tmp_path}/nope"])
+    assert rc == 2 and "no such folder" in capsys.readouterr().err
+
+
+def test_offline_hub_id_is_a_clear_error(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    rc = main(["eval", "-c", str(ROOT / "configs" / "tiny.yaml"), "model.name=someorg/not-cached-model"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "someorg/not-cached-model" in err and "HF_HUB_OFFLINE" in err
+
+
+def test_refuses_to_overwrite_a_run_without_resume(tmp_path, capsys):
+    run = tmp_path / "run"
+    (run / "checkpoints" / "step_00000001").mkdir(parents=True)
+    rc = main(["run", "-c", str(ROOT / "configs" / "tiny.yaml"), f"logging.run_dir={run}",
+               f"model.cache_dir={tmp_path}/cache"])
+    assert rc == 2 and "--resume" in capsys.readouterr().err
+
+
+def test_keygen_writes_a_private_key_and_refuses_to_overwrite(tmp_path, capsys):
+    key = tmp_path / "node.key"
+    assert main(["keygen", "--out", str(key)]) == 0
+    assert "12D3KooW" in capsys.readouterr().out
+    assert key.stat().st_mode & 0o077 == 0
+    assert main(["keygen", "--out", str(key)]) == 2
+
+
+def test_plot_writes_a_png(tmp_path):
+    rows = [{"step": i, "reward_mean": i / 10, "reward/correctness": i / 20, "grad_norm": 1.0} for i in range(1, 8)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + "{torn")
+    assert main(["plot", str(tmp_path)]) == 0
+    png = tmp_path / "curves.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_of_a_non_run_dir_is_a_clear_error(tmp_path, capsys):
+    assert main(["plot", str(tmp_path)]) == 2
+    assert "metrics.jsonl" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["run", "--help"], ["--help"]])
+def test_help_exits_zero(argv):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 0
