@@ -239,19 +239,25 @@ async def wait(predicate: Any, timeout: float) -> bool:
     return True
 
 
-async def reference_worker(n: int) -> dict[str, Any]:
+def reference_worker(n: int) -> dict[str, Any]:
     """rl-swarm's approach: whole payloads in a hivemind DHT under key = round."""
     import hivemind
 
-    loop = asyncio.get_running_loop()
-    t0 = loop.time()
+    # hivemind.DHT forks its process and blocks until ready: do it before any event loop runs
+    t0 = time.time()
     dhts = [hivemind.DHT(start=True, host_maddrs=["/ip4/127.0.0.1/tcp/0"])]
     addrs = dhts[0].get_visible_maddrs()
     dhts += [
         hivemind.DHT(start=True, initial_peers=addrs, host_maddrs=["/ip4/127.0.0.1/tcp/0"])
         for _ in range(n - 1)
     ]
-    startup = loop.time() - t0
+    startup = time.time() - t0
+    return asyncio.run(reference_measure(hivemind, dhts, startup))
+
+
+async def reference_measure(hivemind: Any, dhts: list[Any], startup: float) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    n = len(dhts)
     ids = [Identity.generate() for _ in range(n)]
     errors = {"store": 0, "get": 0}
     # hivemind.DHT talks to its process through a pipe; with values over ~16 KB that process can
@@ -501,7 +507,7 @@ def main() -> None:
         return
     if args.reference:
         install_uvloop()
-        print(json.dumps(asyncio.run(reference_worker(args.peers))), flush=True)
+        print(json.dumps(reference_worker(args.peers)), flush=True)
         os._exit(0)  # threads stuck in a DHT pipe write would block a normal exit
     real = real_part(args.peers, args.approaches) if args.part in ("real", "all") else []
     sim = []

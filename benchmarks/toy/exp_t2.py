@@ -112,7 +112,14 @@ def rl_run(
         curves["format"].append(float(roll.format_ok.float().mean()))
         curves["entropy"].append(m.get("entropy_all", float("nan")))
         curves["grad_norm"].append(m.get("grad_norm", float("nan")))
-        for k in ("lr_scale", "clip_frac", "offpolicy/is_masked", "offpolicy/m2po_masked"):
+        for k in (
+            "lr_scale",
+            "clip_frac",
+            "offpolicy/is_weight",
+            "offpolicy/is_masked",
+            "offpolicy/m2po_masked",
+            "offpolicy/logratio_sq",
+        ):
             if k in m:
                 curves.setdefault(k, []).append(m[k])
     return model, curves

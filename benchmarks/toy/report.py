@@ -288,6 +288,7 @@ def lag(r: dict, img: Path) -> str:
             xticks=[math.log2(x + 1) for x in lags],
             xticklabels=lags,
         )
+    ax[1].set_yscale("log")
     ax[0].legend(fontsize=7)
     save(fig, img, "toy_lag.png")
     return table(
