@@ -263,10 +263,11 @@ async def reference_measure(hivemind: Any, dhts: list[Any], startup: float) -> d
     # hivemind.DHT talks to its process through a pipe; with values over ~16 KB that process can
     # stop reading and the *caller* blocks in a pipe write.  Calls run in threads so a stuck one
     # costs its thread, not the benchmark; the orchestrator kills the process group afterwards.
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=4 * n)
+    # One thread per DHT: its pipe is not safe for concurrent callers (rl-swarm uses one thread).
+    pools = [concurrent.futures.ThreadPoolExecutor(max_workers=1) for _ in range(n)]
 
-    async def call(fn: Any) -> Any:
-        return await asyncio.wait_for(loop.run_in_executor(pool, fn), 10)
+    async def call(i: int, fn: Any) -> Any:
+        return await asyncio.wait_for(loop.run_in_executor(pools[i], fn), 10)
 
     received_bytes = 0
     stored_bytes = 0
@@ -291,7 +292,7 @@ async def reference_measure(hivemind: Any, dhts: list[Any], startup: float) -> d
             pid = ids[i].peer_id
             expiration = hivemind.utils.get_dht_time() + 600
             try:
-                await call(lambda: dhts[i].store(key, payloads[pid], expiration, subkey=pid))
+                await call(i, lambda: dhts[i].store(key, payloads[pid], expiration, subkey=pid))
                 stored_at[pid] = loop.time()
                 stored_bytes += len(payloads[pid])
             except Exception:
@@ -304,7 +305,7 @@ async def reference_measure(hivemind: Any, dhts: list[Any], startup: float) -> d
             deadline = loop.time() + 20
             while len(seen[i]) < n - 1 and loop.time() < deadline:
                 try:
-                    res = await call(lambda: dhts[i].get(key, latest=True))
+                    res = await call(i, lambda: dhts[i].get(key, latest=True))
                 except Exception:
                     errors["get"] += 1
                     res = None

@@ -143,9 +143,11 @@ def cmd_config(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from node.plot import plot_run
+    from node.metrics import read_metrics
+    from node.plot import plot_run, summary
 
     out = plot_run(Path(args.run_dir), Path(args.out) if args.out else None)
+    print(summary(read_metrics(Path(args.run_dir))))
     print(f"wrote {out}")
     return 0
 
@@ -169,7 +171,14 @@ COMMANDS = {"run": cmd_run, "eval": cmd_eval, "config": cmd_config, "plot": cmd_
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # argparse cannot take positionals after options (`eval RUN -c F key=value`): collect the
+    # leftover KEY=VALUE words as overrides, and refuse anything else.
+    args, extra = parser.parse_known_args(argv)
+    stray = [w for w in extra if "=" not in w or w.startswith("-")]
+    if stray or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        args.overrides.extend(extra)
     if args.command is None:
         parser.print_help()
         return 0

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import copy
 import difflib
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
+import tomllib
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 

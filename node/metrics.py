@@ -80,8 +80,14 @@ class Progress:
         self.t0 = time.time()
         self._progress = None
         if self.rich:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress
-            from rich.progress import TextColumn, TimeElapsedColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+            from rich.progress import Progress as RichProgress
 
             self._progress = RichProgress(
                 TextColumn("[bold]step"),

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import signal
 import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any

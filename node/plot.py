@@ -26,6 +26,18 @@ def smooth(values: list[float], window: int) -> list[float]:
     return out
 
 
+def summary(rows: list[dict], keys: tuple[str, ...] = ("reward_mean", "reward/correctness", "reward/format")) -> str:
+    """Mean of each key over the first and the last 20% of steps."""
+    n = max(1, len(rows) // 5)
+    lines = [f"steps {rows[0]['step']}-{rows[-1]['step']}: mean over the first / last {n} steps"]
+    for k in keys:
+        vals = [r[k] for r in rows if k in r]
+        if vals:
+            head, tail = vals[:n], vals[-n:]
+            lines.append(f"  {k:20s} {sum(head) / len(head):.3f} -> {sum(tail) / len(tail):.3f}")
+    return "\n".join(lines)
+
+
 def plot_run(run_dir: Path, out: Path | None = None) -> Path:
     import matplotlib
 

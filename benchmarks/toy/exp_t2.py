@@ -241,3 +241,98 @@ def run_lag(seed: int, steps: int, cache: Path, method: str, lag: int) -> dict:
 def pass_at_k_levels(correct: Tensor, problems: Problems, k: int) -> dict[str, float]:
     p = pass_at_k(correct, k)
     return {f"L{lv}": float(p[problems.level == lv].mean()) for lv in LEVELS}
+
+
+def select_rollouts(parts: list[tuple[Rollouts, Tensor]], max_groups: int) -> Rollouts:
+    """Concatenate the kept rows (``keep`` [N] bool, whole groups) of several rollouts, group ids
+    renumbered, at most ``max_groups`` groups."""
+    rows: dict[str, list[Tensor]] = {
+        k: [] for k in ("a", "b", "level", "tokens", "mask", "blp", "gid", "c", "f", "t")
+    }
+    n_groups = 0
+    for roll, keep in parts:
+        gid = torch.unique(roll.group_ids[keep], return_inverse=True)[1] + n_groups
+        n_groups += int(gid.max()) + 1 if len(gid) else 0
+        for k, v in zip(
+            rows,
+            (
+                roll.problems.a,
+                roll.problems.b,
+                roll.problems.level,
+                roll.tokens,
+                roll.mask,
+                roll.behavior_logprobs,
+            ),
+            strict=False,
+        ):
+            rows[k].append(v[keep])
+        rows["gid"].append(gid)
+        rows["c"].append(roll.correct[keep])
+        rows["f"].append(roll.format_ok[keep])
+        rows["t"].append(roll.truncated[keep])
+    cat = {k: torch.cat(v) for k, v in rows.items()}
+    take = cat["gid"] < max_groups
+    cat = {k: v[take] for k, v in cat.items()}
+    return Rollouts(
+        problems=Problems(cat["a"], cat["b"], cat["level"]),
+        tokens=cat["tokens"],
+        mask=cat["mask"],
+        behavior_logprobs=cat["blp"],
+        group_ids=cat["gid"],
+        correct=cat["c"],
+        format_ok=cat["f"],
+        truncated=cat["t"],
+        behavior_version=parts[0][0].behavior_version,
+    )
+
+
+def run_dynamic_sampling(seed: int, steps: int, cache: Path, dynamic: bool, target: float = 0.7) -> dict:
+    """DAPO dynamic sampling on T2: rounds of `PROMPTS` problems × G, `api.keep_groups` drops
+    zero-variance groups, `api.should_generate_more` decides on another round (cap 10); train
+    on the first `PROMPTS` kept groups.  The first round of each step is an unbiased sample of
+    the policy, so its pass rate is the progress measure (kept groups are not)."""
+    cfg = AlgorithmConfig(advantage="grpo", dynamic_sampling=dynamic)
+    model = warm_model(seed, cache)
+    trainer = Trainer(model, cfg, lr=LR)
+    gen = torch.Generator().manual_seed(60_000 + seed)
+    torch.manual_seed(seed)
+    first_pass, eff, rollouts, curve_rollouts = [], [], 0, []
+    steps_to_target = rollouts_to_target = None
+    for step in range(steps):
+        parts: list[tuple[Rollouts, Tensor]] = []
+        rounds = kept = 0
+        while True:
+            levels = torch.tensor(LEVELS)[torch.randint(0, len(LEVELS), (PROMPTS,), generator=gen)]
+            roll = sample(model, make_problems(levels, gen), G, gen)
+            rollouts += len(roll.correct)
+            if rounds == 0:
+                first_pass.append(float(roll.correct.float().mean()))
+            rounds += 1
+            keep = (
+                api.keep_groups(roll.correct.float(), roll.group_ids)
+                if dynamic
+                else torch.ones_like(roll.correct)
+            )
+            parts.append((roll, keep))
+            kept += int(keep.sum()) // G
+            if not dynamic or not api.should_generate_more(kept, PROMPTS, rounds, cfg.max_gen_rounds):
+                break
+        batch = select_rollouts(parts, PROMPTS)
+        curve_rollouts.append(rollouts)
+        if len(batch.correct) == 0:
+            continue
+        eff.append(float(api.keep_groups(batch.correct.float(), batch.group_ids).float().mean()))
+        inputs = advantage_inputs(batch, with_format=False)
+        out = api.advantages_with_keep(inputs, cfg)
+        trainer.train_on(batch, out.advantages, out.keep, MINIBATCHES)
+        if steps_to_target is None and len(first_pass) >= 10 and sum(first_pass[-10:]) / 10 >= target:
+            steps_to_target, rollouts_to_target = step + 1, rollouts
+    return {
+        "curves": {"first_pass": first_pass, "rollouts": curve_rollouts},
+        "eff_grad_ratio": sum(eff) / max(len(eff), 1),
+        "steps_to_target": steps_to_target,
+        "rollouts_to_target": rollouts_to_target,
+        "rollouts": rollouts,
+        "target": target,
+        "eval": level_pass(model, eval_set(seed, 32), 4, torch.Generator().manual_seed(70_000 + seed)),
+    }

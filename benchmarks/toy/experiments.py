@@ -50,6 +50,11 @@ def plan(name: str) -> tuple[int, list[Variant]]:
         return 300, [
             (f"dynamic={d}", lambda s, n, c, d=d: exp_t1.run_dynamic_sampling(s, n, d)) for d in (False, True)
         ]
+    if name == "dynamic_sampling_t2":
+        return 150, [
+            (f"dynamic={d}", lambda s, n, c, d=d: exp_t2.run_dynamic_sampling(s, n, c, d))
+            for d in (False, True)
+        ]
     if name == "clip_higher":
         return 200, [
             (
@@ -80,7 +85,16 @@ def plan(name: str) -> tuple[int, list[Variant]]:
     raise SystemExit(f"unknown experiment {name!r}; valid: {', '.join(EXPERIMENTS)}")
 
 
-EXPERIMENTS = ("mc_grpo", "dynamic_sampling", "clip_higher", "gdpo", "w_reinforce", "entropy_mask", "lag")
+EXPERIMENTS = (
+    "mc_grpo",
+    "dynamic_sampling",
+    "dynamic_sampling_t2",
+    "clip_higher",
+    "gdpo",
+    "w_reinforce",
+    "entropy_mask",
+    "lag",
+)
 
 
 def compact(x):
@@ -94,7 +108,9 @@ def compact(x):
     return x
 
 
-def run(name: str, seeds: int, steps: int | None, out: Path, only: str | None) -> None:
+def run(name: str, seeds: int, steps: int | None, out: Path, only: str | None, first_seed: int = 0) -> None:
+    """Run seeds ``first_seed .. seeds-1`` of each variant; with ``first_seed > 0`` the new seeds
+    are appended to the ones already in ``OUT/NAME.json`` (to add seeds to a finished run)."""
     default_steps, variants = plan(name)
     n_steps = steps or default_steps
     path = out / f"{name}.json"
@@ -107,8 +123,11 @@ def run(name: str, seeds: int, steps: int | None, out: Path, only: str | None) -
         if only and only not in label:
             continue
         t0 = time.time()
-        result["runs"][label] = [fn(seed, n_steps, out / "cache") for seed in range(seeds)]
-        result["wall_s"][label] = round(time.time() - t0, 1)
+        done = result["runs"].get(label, [])[:first_seed] if first_seed else []
+        result["runs"][label] = done + [fn(seed, n_steps, out / "cache") for seed in range(first_seed, seeds)]
+        result["wall_s"][label] = round(
+            time.time() - t0 + (result["wall_s"].get(label, 0) if first_seed else 0), 1
+        )
         path.write_text(json.dumps(compact(result)))
         print(f"{name} {label}: {result['wall_s'][label]} s", flush=True)
     result["wall_total_s"] = round(time.time() - t_exp, 1)
@@ -122,11 +141,14 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="RL steps (default: per experiment)")
     ap.add_argument("--out", type=Path, default=Path("runs/toy"))
     ap.add_argument("--only", default=None, help="run only variants whose label contains this")
+    ap.add_argument(
+        "--first-seed", type=int, default=0, help="add seeds first-seed..seeds-1 to existing results"
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     for name in EXPERIMENTS if args.exp == "all" else (args.exp,):
-        run(name, args.seeds, args.steps, args.out, args.only)
+        run(name, args.seeds, args.steps, args.out, args.only, args.first_seed)
 
 
 if __name__ == "__main__":

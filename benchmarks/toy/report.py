@@ -150,6 +150,41 @@ def curves_plot(r: dict, img: Path, name: str, keys: list[tuple[str, str]]) -> N
     save(fig, img, name)
 
 
+def dynamic_sampling_t2(r: dict, img: Path) -> str:
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.4))
+    rows = []
+    for label, v in r["runs"].items():
+        curve = mean_curve(v, "first_pass")
+        ax[0].plot(curve, label=label)
+        ax[1].plot(v[0]["curves"]["rollouts"][: len(curve)], curve, label=label)
+        rows.append(
+            [
+                label,
+                ms(field(v, "eff_grad_ratio")),
+                ms(field(v, "eval", "all")),
+                reached(field(v, "steps_to_target")),
+                reached(field(v, "rollouts_to_target")),
+                ms(field(v, "rollouts"), ".0f"),
+            ]
+        )
+    ax[0].set(xlabel="RL step", ylabel="pass rate of fresh samples")
+    ax[1].set(xlabel="rollouts (seed 0)", ylabel="pass rate of fresh samples")
+    ax[0].legend(fontsize=7)
+    save(fig, img, "toy_dynamic_sampling_t2.png")
+    target = next(iter(r["runs"].values()))[0]["target"]
+    return table(
+        [
+            "variant",
+            "effective-gradient ratio",
+            "held-out pass@1",
+            f"steps to fresh pass rate >= {target}",
+            "rollouts to it",
+            "rollouts in total",
+        ],
+        rows,
+    )
+
+
 def clip_higher(r: dict, img: Path) -> str:
     curves_plot(r, img, "toy_clip_higher.png", [("entropy", "token entropy"), ("correct", "train pass rate")])
     rows = [
@@ -308,6 +343,7 @@ def lag(r: dict, img: Path) -> str:
 REPORTS = {
     "mc_grpo": mc_grpo,
     "dynamic_sampling": dynamic_sampling,
+    "dynamic_sampling_t2": dynamic_sampling_t2,
     "clip_higher": clip_higher,
     "gdpo": gdpo,
     "w_reinforce": w_reinforce,
@@ -327,7 +363,8 @@ def main() -> None:
         if not path.exists():
             continue
         r = json.loads(path.read_text())
-        print(f"## {name}  (steps {r['steps']}, seeds {r['seeds']}, wall {r.get('wall_total_s', '?')} s)\n")
+        wall = round(sum(r.get("wall_s", {}).values()), 1)
+        print(f"## {name}  (steps {r['steps']}, seeds {r['seeds']}, wall {wall} s)\n")
         print(fn(r, args.img))
         print()
 

@@ -85,3 +85,13 @@ def test_help_exits_zero(argv):
     with pytest.raises(SystemExit) as e:
         main(argv)
     assert e.value.code == 0
+
+
+def test_overrides_may_follow_options(capsys):
+    assert main(["config", "show", "trainer.lr=0.25", "-c", str(ROOT / "configs" / "tiny.yaml"), "trainer.steps=9"]) == 0
+    out = capsys.readouterr().out
+    assert "lr: 0.25" in out and "steps: 9" in out
+    assert main(["config", "show", "-c", str(ROOT / "configs" / "tiny.yaml"), "not-an-override"]) == 2
+    assert "not-an-override" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a stray word after an option
+        main(["config", "show", "-c", str(ROOT / "configs" / "tiny.yaml"), "trainer.lr=1", "--bogus"])
