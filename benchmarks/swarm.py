@@ -3,12 +3,12 @@
     .venv/bin/python benchmarks/swarm.py                 # everything, prints markdown
     .venv/bin/python benchmarks/swarm.py --part real     # 16 peers: hivemind, libp2p, reference
     .venv/bin/python benchmarks/swarm.py --part sim --sizes 10 100 1000 10000
-    .venv/bin/python benchmarks/swarm.py --write-docs    # also replace `## Swarm` in docs/benchmarks.md
+    .venv/bin/python benchmarks/swarm.py --json out.json # also keep the raw numbers
 
-Part 1 (real): for each approach a worker process runs 16 peers on 127.0.0.1, each with its own
-daemon/host and sockets (hivemind and py-libp2p cannot share one process; 16 processes of each
-would not fit two cores).  All peers of a worker share one clock, so "available at every peer"
-is measured exactly:
+Part 1 (real): for each approach, 16 peers on 127.0.0.1, one process per peer (each with its own
+daemon or host and sockets), started one approach after the other.  Peers follow a fixed
+schedule from a shared start time and record wall-clock times (one host, one clock), so
+"available at every peer" is measured exactly:
   * latency: 5 rounds, 1 s apart; in each round every peer publishes one ~25 KB group
     (16 groups/s nominal).  Per group: time from publish until the last of the other 15 peers
     has admitted it; p50/p99 over the 80 groups.
@@ -18,8 +18,8 @@ is measured exactly:
     (announces x neighbours or mesh peers, requests, responses), summed, / (16 x groups).
   * loss: (group, peer) pairs not delivered 30 s after the last publish.
 The reference approach is rl-swarm's: every peer stores its whole payload in a hivemind DHT
-(`hivemind.DHT`, its own process per peer) under key = round, subkey = peer id, and readers
-`get(round, latest=True)`.  rl-swarm reads once after a 1 s sleep; here readers poll every
+(`hivemind.DHT`, its own process per peer, all 16 driven from one worker process, one thread per
+DHT) under key = round, subkey = peer id, and readers `get(round, latest=True)`.  rl-swarm reads once after a 1 s sleep; here readers poll every
 0.25 s (more generous to it) until all 16 entries are visible or 20 s pass.
 
 Part 2 (sim): gossip over the memory transport on a simulated clock, degree-8 random graph,

@@ -246,30 +246,25 @@ def pass_at_k_levels(correct: Tensor, problems: Problems, k: int) -> dict[str, f
 def select_rollouts(parts: list[tuple[Rollouts, Tensor]], max_groups: int) -> Rollouts:
     """Concatenate the kept rows (``keep`` [N] bool, whole groups) of several rollouts, group ids
     renumbered, at most ``max_groups`` groups."""
-    rows: dict[str, list[Tensor]] = {
-        k: [] for k in ("a", "b", "level", "tokens", "mask", "blp", "gid", "c", "f", "t")
+    fields = {
+        "a": lambda r: r.problems.a,
+        "b": lambda r: r.problems.b,
+        "level": lambda r: r.problems.level,
+        "tokens": lambda r: r.tokens,
+        "mask": lambda r: r.mask,
+        "blp": lambda r: r.behavior_logprobs,
+        "c": lambda r: r.correct,
+        "f": lambda r: r.format_ok,
+        "t": lambda r: r.truncated,
     }
+    rows: dict[str, list[Tensor]] = {k: [] for k in [*fields, "gid"]}
     n_groups = 0
     for roll, keep in parts:
         gid = torch.unique(roll.group_ids[keep], return_inverse=True)[1] + n_groups
-        n_groups += int(gid.max()) + 1 if len(gid) else 0
-        for k, v in zip(
-            rows,
-            (
-                roll.problems.a,
-                roll.problems.b,
-                roll.problems.level,
-                roll.tokens,
-                roll.mask,
-                roll.behavior_logprobs,
-            ),
-            strict=False,
-        ):
-            rows[k].append(v[keep])
+        n_groups += len(torch.unique(gid))
         rows["gid"].append(gid)
-        rows["c"].append(roll.correct[keep])
-        rows["f"].append(roll.format_ok[keep])
-        rows["t"].append(roll.truncated[keep])
+        for k, get in fields.items():
+            rows[k].append(get(roll)[keep])
     cat = {k: torch.cat(v) for k, v in rows.items()}
     take = cat["gid"] < max_groups
     cat = {k: v[take] for k, v in cat.items()}

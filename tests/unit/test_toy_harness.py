@@ -94,3 +94,18 @@ def test_t2_trainer_step_goes_through_api_and_changes_every_parameter():
     metrics = Trainer(model, cfg, lr=1e-2).train_on(roll, out.advantages, out.keep, minibatches=2)
     assert "entropy" in metrics and "clip_frac" in metrics
     assert all(not torch.equal(b, q) for b, q in zip(before, model.parameters(), strict=True))
+
+
+def test_t2_dynamic_sampling_batch_keeps_whole_groups_up_to_the_target():
+    from benchmarks.toy.exp_t2 import select_rollouts
+
+    model = warm_start(seed=2, steps=1, batch=8, config=GPTConfig(n_layer=1, d_model=16, n_head=2))
+    gen = torch.Generator().manual_seed(4)
+    parts = []
+    for kept_groups in ([0, 2, 3], [1], [0, 1, 2, 3]):  # 3 + 1 + 4 kept groups of 4 rows each
+        roll = sample(model, make_problems(torch.tensor([1, 2, 3, 4]), gen), 4, gen)
+        parts.append((roll, torch.isin(roll.group_ids, torch.tensor(kept_groups))))
+    batch = select_rollouts(parts, max_groups=6)
+    assert batch.group_ids.tolist() == [g for g in range(6) for _ in range(4)]
+    assert torch.equal(batch.tokens[:4], parts[0][0].tokens[:4])  # first kept group of round 1
+    assert torch.equal(batch.tokens[12:16], parts[1][0].tokens[4:8])  # the one kept group of round 2
