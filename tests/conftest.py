@@ -4,11 +4,11 @@ in a temp dir); nothing is downloaded."""
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from swarm.testing import wait_for_sync as wait_for  # noqa: F401  (shared with the swarm tests)
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -32,13 +32,3 @@ def tiny_config(model_cache, tmp_path):
         return load_config(paths, base + list(overrides))
 
     return make
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
-    """Poll `predicate` until true or `timeout` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
