@@ -113,8 +113,11 @@ def main() -> None:
     ap.add_argument("--micro", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--json", help="also write results here")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     ap.add_argument("--tokenizer", help="tokenizer folder for qwen05b (default: the converted SmolLM2)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     base = load_config([Path(__file__).resolve().parents[1] / "configs" / "solo_cpu.yaml"])
     machine = f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus, torch {torch.__version__}"
     if torch.cuda.is_available():

@@ -222,7 +222,9 @@ class Gossip:
         # on a propagating transport; the library's own forwarding of others' messages and its
         # control traffic are not counted).
         mesh_size = getattr(self.transport, "mesh_size", None)
-        fanout = mesh_size(self.config.topic) if mesh_size is not None else len(self.transport.connected_peers())
+        fanout = (
+            mesh_size(self.config.topic) if mesh_size is not None else len(self.transport.connected_peers())
+        )
         self.metrics.inc("sent_bytes", len(data) * max(1, fanout))
         try:
             await self.transport.publish(self.config.topic, data)
