@@ -46,7 +46,7 @@ def pack(completions: list[Completion], advantages: Tensor, pad_id: int) -> Pack
 
 
 def token_logprobs(model, input_ids: Tensor, attention_mask: Tensor, temperature: float, with_entropy: bool,
-                   first: int = 0):
+                   first: int = 0, entropy_grad: bool = False):
     """log pi(token_{j+1} | tokens_{<=j}) as [B, T-1], and optionally the entropy at j.
 
     Only positions `j >= first` are computed (the rest are 0): with `first` = the shortest
@@ -62,7 +62,10 @@ def token_logprobs(model, input_ids: Tensor, attention_mask: Tensor, temperature
     logp_all = torch.log_softmax(logits, dim=-1)
     targets = input_ids[:, first + 1 :]
     logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    entropy = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else None
+    entropy = None
+    if with_entropy:  # without a graph unless an entropy bonus needs its gradient ([B, T, V] saved)
+        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+            entropy = -(logp_all.exp() * logp_all).sum(-1)
     pad = (first, 0)
     logp = torch.nn.functional.pad(logp, pad)
     entropy = torch.nn.functional.pad(entropy, pad) if entropy is not None else None

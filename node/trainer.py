@@ -79,7 +79,6 @@ class Trainer:
         n_seqs = float(len(completions))
         metrics: dict[str, float] = {}
         self.optimizer.zero_grad(set_to_none=True)
-        want_entropy = True
         seen_tokens = 0
         log_weights = []
         mb = self.cfg.micro_batch_size
@@ -90,7 +89,9 @@ class Trainer:
             ids = batch.input_ids.to(self.device)
             attn = batch.attention_mask.to(self.device)
             seen_tokens += int(attn.sum())
-            logp, entropy = token_logprobs(self.model, ids, attn, self.temperature, want_entropy, first)
+            logp, entropy = token_logprobs(
+                self.model, ids, attn, self.temperature, True, first, entropy_grad=self.algo.entropy_coef > 0
+            )
             ref = None
             if self.ref_model is not None and self.algo.kl_coef > 0:
                 with torch.no_grad():
@@ -105,7 +106,7 @@ class Trainer:
                 global_seqs=n_seqs,
                 max_len=self.max_new_tokens,
                 ref_logprobs=ref,
-                entropy=entropy if self.algo.entropy_coef > 0 else (entropy.detach() if entropy is not None else None),
+                entropy=entropy,
                 behavior_versions=batch.versions.to(self.device),
                 policy_version=self.version,
             )

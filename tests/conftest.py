@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from swarm.testing import wait_for_sync as wait_for  # noqa: F401  (shared with the swarm tests)
-
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

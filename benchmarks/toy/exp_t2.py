@@ -221,9 +221,17 @@ LAG_METHODS: dict[str, tuple[dict, str]] = {
     "ess_lr": ({"is_level": "sequence", "is_cap": 8.0, "is_mode": "truncate", "ess_lr": True}, "prox"),
 }
 
+# Diagnostics for why `decoupled` trails `ppo` under lag (docs/experiments.md section 7):
+# no behaviour weight at all, the decoupled loss without its cap, and with sequence weights.
+LAG_DIAG_METHODS: dict[str, tuple[dict, str]] = {
+    "prox_no_is": ({}, "prox"),
+    "decoupled_nocap": ({"is_level": "token"}, "prox"),
+    "decoupled_seq": ({"is_level": "sequence", "is_cap": 5.0, "is_mode": "mask"}, "prox"),
+}
+
 
 def run_lag(seed: int, steps: int, cache: Path, method: str, lag: int) -> dict:
-    over, anchor = LAG_METHODS[method]
+    over, anchor = {**LAG_METHODS, **LAG_DIAG_METHODS}[method]
     cfg = AlgorithmConfig(advantage="grpo", **over)
     gen = torch.Generator().manual_seed(50_000 + seed)
     warm = level_pass(warm_model(seed, cache), eval_set(seed, 32), 4, torch.Generator().manual_seed(seed))

@@ -82,6 +82,12 @@ def plan(name: str) -> tuple[int, list[Variant]]:
             for m in exp_t2.LAG_METHODS:
                 vs.append((f"{m}/lag{lag}", lambda s, n, c, m=m, lag=lag: exp_t2.run_lag(s, n, c, m, lag)))
         return 150, vs
+    if name == "lag_diag":
+        return 150, [
+            (f"{m}/lag{lag}", lambda s, n, c, m=m, lag=lag: exp_t2.run_lag(s, n, c, m, lag))
+            for lag in (32, 128)
+            for m in exp_t2.LAG_DIAG_METHODS
+        ]
     raise SystemExit(f"unknown experiment {name!r}; valid: {', '.join(EXPERIMENTS)}")
 
 
@@ -94,6 +100,7 @@ EXPERIMENTS = (
     "w_reinforce",
     "entropy_mask",
     "lag",
+    "lag_diag",
 )
 
 

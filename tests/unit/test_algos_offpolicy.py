@@ -245,3 +245,31 @@ def test_corrections_edge_cases_finite():
     for kw in OFFPOLICY_CFGS:
         out = ppo_clip(x, AlgorithmConfig(**kw))
         assert out.loss.item() == 0.0
+
+
+def test_decoupled_hand_worked_value_and_gradient():
+    # mu = [.5, .2, .1], pi_prox = [.4, .6, .9], pi_theta = [.5, .6, .7], cap 5 (mask), eps 0.2:
+    # w = pi_prox / mu = [0.8, 3, 9 -> masked]; rho = pi_theta / pi_prox = [1.25, 1, 0.7778].
+    # A = +1: token losses -min(rho, clip(rho)) = [-1.2, -1, -0.7778] * w = [-0.96, -3, 0];
+    #   loss = -3.96 / 3 = -1.32; d/dlog pi_theta: token 0 clipped -> 0, token 1 -w rho / 3 = -1,
+    #   token 2 masked -> 0.
+    # A = -1: token losses max(rho, clip(rho)) = [1.25, 1, 0.8] * w = [1, 3, 0]; loss = 4 / 3;
+    #   gradient w rho / 3 = [0.3333, 1, 0] (token 0's unclipped side is active for A < 0).
+    cfg = AlgorithmConfig(is_level="token", is_cap=5.0, is_mode="mask")
+    for adv, loss, grad in [(1.0, -1.32, [[0.0, -1.0, 0.0]]), (-1.0, 4 / 3, [[1 / 3, 1.0, 0.0]])]:
+        pol = torch.tensor([[L(0.5), L(0.6), L(0.7)]], dtype=torch.float64, requires_grad=True)
+        x = LossInputs(
+            policy_logprobs=pol,
+            old_logprobs=torch.tensor([[L(0.4), L(0.6), L(0.9)]], dtype=torch.float64),
+            behavior_logprobs=torch.tensor([[L(0.5), L(0.2), L(0.1)]], dtype=torch.float64),
+            advantages=torch.full((1, 3), adv, dtype=torch.float64),
+            mask=torch.ones(1, 3, dtype=torch.float64),
+            global_tokens=3.0,
+            global_seqs=1.0,
+            max_len=3,
+        )
+        out = ppo_clip(x, cfg)
+        out.loss.backward()
+        assert out.loss.item() == pytest.approx(loss, abs=1e-9)
+        close(pol.grad, grad)
+        assert out.metrics["offpolicy/is_masked"] == pytest.approx(1 / 3)

@@ -16,10 +16,9 @@ import torch
 from node import checkpoint
 from node.checkpoint import CheckpointError
 from node.node import Node
+from swarm.testing import wait_for_sync as wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests"))
-from conftest import wait_for  # noqa: E402
 
 
 def _weights(node: Node) -> dict[str, torch.Tensor]:

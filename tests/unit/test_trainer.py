@@ -61,3 +61,13 @@ def test_gradient_checkpointing_gives_the_same_update(tiny_config):
     assert any(not torch.equal(a[k], init[k]) for k in a), "no update happened; the test checks nothing"
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-5)
+
+
+def test_entropy_bonus_reaches_the_weights(tiny_config):
+    """With an entropy bonus the loss has a gradient even when every advantage is zero."""
+    node = Node(tiny_config("trainer.lr=1e-2", "algorithm.entropy_coef=0.5", "algorithm.adv_scale=none",
+                            "tasks.rewards={length: 0.0}"))  # constant reward: all advantages 0
+    before = {n: p.detach().clone() for n, p in node.policy.model.named_parameters()}
+    m = node.train_step()
+    assert m["adv_abs_max"] == 0.0 and m["entropy"] > 0
+    assert any(not torch.equal(p, before[n]) for n, p in node.policy.model.named_parameters())
