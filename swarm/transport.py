@@ -104,3 +104,17 @@ class Transport(Protocol):
     def allow_peers(self, peer_ids: Iterable[str] | None) -> None:
         """Restrict connections to these peer ids (None: anyone).  Best effort per library."""
         ...
+
+
+class Allowlist:
+    """Which peers a transport talks to: anyone (`None`), or a set that always includes itself.
+    Shared by every backend so a private swarm means the same thing on each."""
+
+    def __init__(self) -> None:
+        self.allowed: set[str] | None = None
+
+    def set(self, peer_ids: Iterable[str] | None, own_id: str) -> None:
+        self.allowed = None if peer_ids is None else set(peer_ids) | {own_id}
+
+    def accepts(self, peer_id: str) -> bool:
+        return self.allowed is None or peer_id in self.allowed

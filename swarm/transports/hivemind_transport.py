@@ -38,7 +38,14 @@ from hivemind.p2p.p2p_daemon_bindings.utils import P2PDaemonError, P2PHandlerErr
 from hivemind.utils.timed_storage import get_dht_time
 from multiaddr import Multiaddr
 
-from swarm.transport import MessageHandler, PeerUnreachable, RequestHandler, RequestTimeout, TransportError
+from swarm.transport import (
+    Allowlist,
+    MessageHandler,
+    PeerUnreachable,
+    RequestHandler,
+    RequestTimeout,
+    TransportError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +81,7 @@ class HivemindTransport:
         self._members: dict[str, list[str]] = {}  # peer id -> multiaddrs, from the DHT
         self._callers: dict[str, float] = {}  # peer id -> last time it called us (loop time)
         self._neighbours: list[str] = []
-        self._allowed: set[str] | None = None
+        self._allowed = Allowlist()
         self._tasks: list[asyncio.Task[Any]] = []
         self._keydir: tempfile.TemporaryDirectory[str] | None = None
 
@@ -91,10 +98,10 @@ class HivemindTransport:
         return False
 
     def accepts(self, peer_id: str) -> bool:
-        return self._allowed is None or peer_id in self._allowed
+        return self._allowed.accepts(peer_id)
 
     def allow_peers(self, peer_ids: Iterable[str] | None) -> None:
-        self._allowed = None if peer_ids is None else set(peer_ids) | {self._own}
+        self._allowed.set(peer_ids, self._own)
 
     @property
     def _key_name(self) -> str:

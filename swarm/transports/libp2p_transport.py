@@ -48,7 +48,14 @@ from libp2p.pubsub.pubsub import Pubsub
 from libp2p.pubsub.rpc_queue import DefaultMaxMessageSize, RpcQueue
 from libp2p.tools.anyio_service import background_trio_service
 
-from swarm.transport import MessageHandler, PeerUnreachable, RequestHandler, RequestTimeout, TransportError
+from swarm.transport import (
+    Allowlist,
+    MessageHandler,
+    PeerUnreachable,
+    RequestHandler,
+    RequestTimeout,
+    TransportError,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -254,7 +261,7 @@ class Libp2pTransport:
         self._pubsub: Any = None
         self._subs: dict[str, list[MessageHandler]] = {}
         self._handlers: dict[str, RequestHandler] = {}
-        self._allowed: set[str] | None = None
+        self._allowed = Allowlist()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started: asyncio.Future[None] | None = None
         self.refused = 0  # connections closed by the allowlist
@@ -275,10 +282,10 @@ class Libp2pTransport:
         return True
 
     def accepts(self, peer_id: str) -> bool:
-        return self._allowed is None or peer_id in self._allowed
+        return self._allowed.accepts(peer_id)
 
     def allow_peers(self, peer_ids: Iterable[str] | None) -> None:
-        self._allowed = None if peer_ids is None else set(peer_ids) | {self.peer_id}
+        self._allowed.set(peer_ids, self.peer_id)
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:

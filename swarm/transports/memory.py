@@ -29,7 +29,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from swarm.transport import MessageHandler, PeerUnreachable, RequestHandler, RequestTimeout
+from swarm.transport import Allowlist, MessageHandler, PeerUnreachable, RequestHandler, RequestTimeout
 
 
 @dataclass
@@ -127,7 +127,7 @@ class MemoryTransport:
     own_id: str
     _subs: dict[str, list[MessageHandler]] = field(default_factory=lambda: defaultdict(list))
     _handlers: dict[str, RequestHandler] = field(default_factory=dict)
-    _allowed: set[str] | None = None
+    _allowed: Allowlist = field(default_factory=Allowlist)
     _running: bool = False
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -144,10 +144,10 @@ class MemoryTransport:
         return False
 
     def accepts(self, peer_id: str) -> bool:
-        return self._allowed is None or peer_id in self._allowed
+        return self._allowed.accepts(peer_id)
 
     def allow_peers(self, peer_ids: Iterable[str] | None) -> None:
-        self._allowed = None if peer_ids is None else set(peer_ids) | {self.own_id}
+        self._allowed.set(peer_ids, self.own_id)
 
     async def start(self) -> None:
         if not self._running:

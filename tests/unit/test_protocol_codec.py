@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.util
 import json
 import math
 import tracemalloc
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import msgpack
 import pytest
+from conftest import load_make_golden
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from protocol import (
@@ -35,15 +34,9 @@ from protocol.envelope import ENVELOPE_TAG
 GOLDEN_DIR = Path(__file__).resolve().parents[1] / "data" / "protocol"
 
 
-def _load_make_golden() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_golden", GOLDEN_DIR / "make_golden.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
-G = _load_make_golden()
+G = load_make_golden()
 GOLDEN = json.loads((GOLDEN_DIR / "golden.json").read_text())
 
 

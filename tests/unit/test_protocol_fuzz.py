@@ -16,7 +16,6 @@ being shallow, and that the process's peak RSS did not grow past the frame caps.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import random
 import resource
 import struct
@@ -24,9 +23,9 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 
 import msgpack
+from conftest import load_make_golden
 
 from protocol import (
     Accepted,
@@ -45,12 +44,6 @@ SEED = 20260101
 GOLDEN_DIR = Path(__file__).resolve().parents[1] / "data" / "protocol"
 
 
-def _load_make_golden() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_golden", GOLDEN_DIR / "make_golden.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 INTERESTING = [0x00, 0x01, 0x7F, 0x80, 0x8F, 0x90, 0x9F, 0xA0, 0xBF, 0xC0, 0xC1, 0xC2, 0xC4, 0xC5, 0xC6,
@@ -103,7 +96,7 @@ def _peak_rss_bytes() -> int:
 
 
 def test_fuzzed_inputs_only_produce_typed_rejections() -> None:
-    golden = _load_make_golden()
+    golden = load_make_golden()
     ident: Identity = golden.identity()
     now_ms = golden.TIMESTAMP_MS
     chain = default_chain(golden.SWARM, clock=lambda: now_ms / 1000, nonce_capacity=4096)
