@@ -14,17 +14,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def load_make_golden():
-    """`tests/data/protocol/make_golden.py` as a module: the fixed messages behind the golden frames."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("make_golden", ROOT / "tests" / "data" / "protocol" / "make_golden.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="session")
 def model_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("model-cache")

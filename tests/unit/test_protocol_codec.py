@@ -12,8 +12,8 @@ from typing import Any
 
 import msgpack
 import pytest
-from conftest import load_make_golden
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from golden import load_make_golden
 
 from protocol import (
     Completion,

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import msgpack
-from conftest import load_make_golden
+from golden import load_make_golden
 
 from protocol import (
     Accepted,
