@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_argument("--identity", help="key file from `swarmrl keygen`, for a stable address across restarts")
     boot.add_argument("--upstream", nargs="*", default=[], help="other bootstrap nodes to join")
     boot.add_argument("--allowlist", help="private swarm: file of allowed peer ids / public keys")
+    boot.add_argument("--address-file", help="also write the listen multiaddrs here, one per line, once up")
 
     plot = sub.add_parser("plot", help="write a PNG of the reward and other curves of a run")
     plot.add_argument("run_dir", help="run directory holding metrics.jsonl")
@@ -177,6 +178,7 @@ def cmd_bootstrap(args) -> int:
         identity_path=args.identity,
         upstream=args.upstream,
         allowlist_file=args.allowlist,
+        address_file=args.address_file,
     )
     return 0
 

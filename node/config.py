@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import tomllib
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from node.algos.config import AlgorithmConfig
 
@@ -135,10 +135,48 @@ class LoggingConfig(Section):
     run_dir: str = Field("runs/default", description="metrics, resolved config and checkpoints go here")
     tensorboard: bool = Field(True, description="also write TensorBoard events when installed")
     progress: Literal["auto", "rich", "plain"] = Field("auto", description="auto = rich on a terminal")
+    status_file: bool = Field(True, description="write RUN_DIR/status.json after every step (`swarmrl status`)")
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="serve /metrics (Prometheus) and /status (JSON) on this port; 0 = off"
+    )
+    metrics_host: str = Field("127.0.0.1", description="address the metrics endpoint binds to")
 
 
 class SwarmConfig(Section):
-    mode: Literal["solo"] = Field("solo", description="solo: no network (swarm modes come later)")
+    """Sharing rollouts with other peers (SAPO): each step trains on `rollout.prompts_per_step`
+    local groups (I) plus up to `external_groups` (J) groups admitted from peers."""
+
+    mode: Literal["solo", "join"] = Field("solo", description="solo: no network at all; join: share with a swarm")
+    backend: Literal["hivemind", "libp2p"] = Field("hivemind", description="P2P engine (every peer must use the same)")
+    swarm_id: str = Field("public", min_length=1, description="swarm name; scopes topics and keys")
+    host: str = Field("0.0.0.0", description="listen address; 127.0.0.1 keeps the node local")
+    port: int = Field(0, ge=0, le=65535, description="listen port; 0 = any free port")
+    bootstrap: list[str] = Field(
+        default_factory=list, description="multiaddrs printed by `swarmrl bootstrap` (a string or a list)"
+    )
+    identity: str | None = Field(None, description="key file from `swarmrl keygen`; default RUN_DIR/node.key")
+    allowlist: str | None = Field(None, description="private swarm: file of admitted peer ids / public keys")
+    external_groups: int = Field(4, ge=0, description="J: peer groups per step (missing ones are made locally)")
+    per_peer_cap: int = Field(2, ge=1, description="at most this many external groups from one peer per step")
+    max_age_s: float = Field(600.0, gt=0, description="drop peer groups sampled longer ago than this")
+    max_version_lag: int = Field(
+        16, ge=0, description="drop a peer's group older than its newest one by more than this many versions"
+    )
+    peer_logprobs: Literal["recompute", "reuse"] = Field(
+        "recompute",
+        description="recompute: the local policy scores re-tokenized peer text (SAPO); reuse: keep the "
+        "peer's tokens and behaviour logprobs when its tokenizer hash equals ours (off-policy)",
+    )
+    share: bool = Field(True, description="publish our local groups (false: only take)")
+    pool_size: int = Field(256, ge=1, description="admitted peer groups kept waiting for a step")
+    start_timeout: float = Field(20.0, gt=0, description="seconds per attempt to start the transport")
+
+    @field_validator("bootstrap", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [a.strip() for a in value.split(",") if a.strip()]
+        return value
 
 
 class Config(Section):

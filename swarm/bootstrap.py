@@ -3,7 +3,7 @@
     from swarm.bootstrap import run_bootstrap
     run_bootstrap(backend="hivemind", host="0.0.0.0", port=4001, identity_path="boot.key")
     # prints:  swarmrl bootstrap node up (hivemind, swarm 'public'); give peers:
-    #            --swarm.bootstrap /ip4/1.2.3.4/tcp/4001/p2p/12D3KooW...
+    #            swarm.bootstrap=/ip4/1.2.3.4/tcp/4001/p2p/12D3KooW...
 
 What it does per backend: on hivemind it is the DHT entry point (peers find each other's
 records through it, then talk directly); on libp2p it is a GossipSub hub that forwards every
@@ -75,7 +75,7 @@ def bootstrap_banner(peer: SwarmPeer, backend: str, swarm_id: str) -> str:
     lines = [
         f"swarmrl bootstrap node up ({backend}, swarm {swarm_id!r}, peer id {peer.peer_id}); give peers:"
     ]
-    lines += [f"  --swarm.bootstrap {a}" for a in addrs]
+    lines += [f"  swarm.bootstrap={a}" for a in addrs]
     if any("/ip4/0.0.0.0/" in a for a in addrs):
         lines.append("  (replace 0.0.0.0 with this machine's reachable IP address)")
     return "\n".join(lines)
@@ -93,6 +93,7 @@ def run_bootstrap(
     start_timeout: float = 20.0,
     on_ready: Callable[[list[str]], None] | None = None,
     stats_interval: float = 60.0,
+    address_file: str | None = None,
 ) -> None:
     """Blocking entry point for the CLI: start, print the addresses, serve until SIGINT/SIGTERM.
 
@@ -105,6 +106,10 @@ def run_bootstrap(
             on_ready(peer.addresses)
         else:
             print(bootstrap_banner(peer, backend, swarm_id), flush=True)
+        if address_file:
+            tmp = Path(f"{address_file}.tmp")
+            tmp.write_text("".join(f"{a}\n" for a in peer.addresses))
+            tmp.replace(address_file)  # readers never see half a file
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
