@@ -25,18 +25,26 @@ class PackedBatch:
     versions: Tensor  # [B] long: policy version that sampled each row
 
 
-def pack(completions: list[Completion], advantages: Tensor, pad_id: int) -> PackedBatch:
+def pack_tokens(completions: list[Completion], pad_id: int) -> tuple[Tensor, Tensor]:
+    """[B, T] right-padded `prompt + completion` ids and their attention mask."""
     width = max(len(c.prompt_ids) + len(c.completion_ids) for c in completions)
-    rows = len(completions)
-    input_ids = torch.full((rows, width), pad_id, dtype=torch.long)
-    attention = torch.zeros((rows, width), dtype=torch.long)
+    input_ids = torch.full((len(completions), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(completions), width), dtype=torch.long)
+    for r, c in enumerate(completions):
+        n = len(c.prompt_ids) + len(c.completion_ids)
+        input_ids[r, :n] = torch.tensor(c.prompt_ids + c.completion_ids)
+        attention[r, :n] = 1
+    return input_ids, attention
+
+
+def pack(completions: list[Completion], advantages: Tensor, pad_id: int) -> PackedBatch:
+    input_ids, attention = pack_tokens(completions, pad_id)
+    rows, width = input_ids.shape
     mask = torch.zeros((rows, width - 1))
     behavior = torch.zeros((rows, width - 1))
     adv = torch.zeros((rows, width - 1))
     for r, c in enumerate(completions):
         p, n = len(c.prompt_ids), len(c.completion_ids)
-        input_ids[r, : p + n] = torch.tensor(c.prompt_ids + c.completion_ids)
-        attention[r, : p + n] = 1
         if n:
             mask[r, p - 1 : p + n - 1] = 1
             behavior[r, p - 1 : p + n - 1] = torch.tensor(c.behavior_logprobs)

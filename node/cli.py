@@ -95,6 +95,7 @@ def cmd_run(args) -> int:
     cfg = _load(args)
     from node.metrics import MetricsLog, Progress
     from node.node import Node
+    from node.status import StatusBoard
 
     node = Node(cfg)
     steps = args.steps or cfg.trainer.steps
@@ -110,14 +111,22 @@ def cmd_run(args) -> int:
     node.run_dir.mkdir(parents=True, exist_ok=True)
     log = MetricsLog(node.run_dir, cfg.logging.tensorboard, resume_step=node.step if args.resume else None)
     progress = Progress(steps, node.step, cfg.logging.progress)
+    board = StatusBoard(node.run_dir, cfg.logging.status_file, cfg.logging.metrics_port, cfg.logging.metrics_host)
+    if node.sharing is not None:
+        print(f"[node] joining swarm {cfg.swarm.swarm_id!r} ({cfg.swarm.backend}) as {node.sharing.link.peer_id}; "
+              f"I={cfg.rollout.prompts_per_step} local + J={cfg.swarm.external_groups} peer groups per step", flush=True)
+    board.update(node.status({}, steps))
 
     def on_step(step, metrics):
         log.write(step, metrics)
         progress.update(step, metrics)
+        board.update(node.status(metrics, steps))
 
     try:
         node.run(steps, on_step)
     finally:
+        node.close()
+        board.close()
         progress.close()
         log.close()
     print(f"[node] step {node.step}: checkpoint in {node.ckpt_dir}, metrics in {log.path}", flush=True)

@@ -31,8 +31,8 @@ class Collected:
     gen_tokens: int = 0
 
 
-def _generate(engine, sampler, tasks, cfg: Config, step: int, rnd: int, group_size: int, sampling) -> list[Group]:
-    prompts = sampler.sample(step, cfg.rollout.prompts_per_step, rnd)
+def _generate(engine, sampler, tasks, cfg: Config, step: int, rnd: int, n: int, group_size: int, sampling) -> list[Group]:
+    prompts = sampler.sample(step, n, rnd)
     groups = engine.generate(prompts, group_size, sampling)
     score_groups(groups, tasks, cfg.tasks.rewards, cfg.rollout.max_new_tokens)
     return groups
@@ -46,16 +46,18 @@ def collect(
     req: Requirements,
     step: int,
     sampling: SamplingParams,
+    n_prompts: int | None = None,
 ) -> Collected:
+    """`n_prompts` groups (default `rollout.prompts_per_step`), generated and scored locally."""
     t0 = time.perf_counter()
     group_size = cfg.rollout.group_size + req.extra_rollouts_per_group
     algo = cfg.algorithm
-    target = cfg.rollout.prompts_per_step
+    target = cfg.rollout.prompts_per_step if n_prompts is None else n_prompts
     kept: list[Group] = []
     dropped = 0
     rounds = 0
     while True:
-        groups = _generate(engine, sampler, tasks, cfg, step, rounds, group_size, sampling)
+        groups = _generate(engine, sampler, tasks, cfg, step, rounds, target, group_size, sampling)
         rounds += 1
         if not algo.dynamic_sampling:
             kept = groups
@@ -72,13 +74,18 @@ def collect(
         kept = kept[:target] if kept else groups  # nothing had variance: train on the last round (zero advantages)
     out = Collected(kept, rounds=rounds, dropped_groups=dropped)
     if req.baseline_rewards:
-        greedy = SamplingParams(sampling.max_new_tokens, greedy=True)
-        base = engine.generate([g.prompt for g in kept], 1, greedy)
-        score_groups(base, tasks, cfg.tasks.rewards, cfg.rollout.max_new_tokens)
-        out.baselines = {g.prompt.prompt_id: g.completions[0].reward for g in base}
+        out.baselines = baseline_rewards(engine, kept, tasks, cfg)
     out.gen_seconds = time.perf_counter() - t0
     out.gen_tokens = sum(len(c.completion_ids) for g in kept for c in g.completions)
     return out
+
+
+def baseline_rewards(engine: RolloutEngine, groups: list[Group], tasks: dict[str, Task], cfg: Config) -> dict[str, float]:
+    """ReMax: the reward of one greedy completion per prompt, by prompt id."""
+    greedy = SamplingParams(cfg.rollout.max_new_tokens, greedy=True)
+    base = engine.generate([g.prompt for g in groups], 1, greedy)
+    score_groups(base, tasks, cfg.tasks.rewards, cfg.rollout.max_new_tokens)
+    return {g.prompt.prompt_id: g.completions[0].reward for g in base}
 
 
 def completion_matrix(completions: list[Completion], values: list[list[float]]) -> tuple[Tensor, Tensor]:

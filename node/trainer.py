@@ -17,7 +17,7 @@ from torch import Tensor
 from node.algos.api import lr_scale, policy_loss, seq_log_weights
 from node.algos.config import AlgorithmConfig
 from node.algos.types import LossInputs
-from node.batching import first_completion_position, pack, token_logprobs
+from node.batching import first_completion_position, pack, pack_tokens, token_logprobs
 from node.config import TrainerConfig
 from node.rollout.base import Completion
 
@@ -53,17 +53,25 @@ class Trainer:
             return self.cfg.lr * (step + 1) / self.cfg.warmup_steps
         return self.cfg.lr
 
-    @torch.no_grad()
     def ref_logprobs(self, completions: list[Completion]) -> list[list[float]]:
         """log pi_ref of each completion token (KL-in-reward, ACE)."""
+        return self._logprobs(self.ref_model, completions)
+
+    def policy_logprobs(self, completions: list[Completion]) -> list[list[float]]:
+        """log pi_theta of each completion token under the current weights (peers' re-tokenized
+        text becomes on-policy data this way, as in SAPO)."""
+        return self._logprobs(self.model, completions)
+
+    @torch.no_grad()
+    def _logprobs(self, model: torch.nn.Module, completions: list[Completion]) -> list[list[float]]:
         out: list[list[float]] = []
         mb = self.cfg.micro_batch_size
         for start in range(0, len(completions), mb):
             rows = completions[start : start + mb]
-            batch = pack(rows, torch.zeros(len(rows)), self.pad_id)
+            input_ids, attention = pack_tokens(rows, self.pad_id)
             first = first_completion_position(rows)
             logp, _ = token_logprobs(
-                self.ref_model, batch.input_ids.to(self.device), batch.attention_mask.to(self.device),
+                model, input_ids.to(self.device), attention.to(self.device),
                 self.temperature, False, first,
             )
             for r, c in enumerate(rows):

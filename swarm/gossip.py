@@ -233,6 +233,11 @@ class Gossip:
             log.debug("publish failed: %s", e)
 
     # -- incoming pushes -----------------------------------------------------------------------
+    def report(self, peer: str, reason: str) -> None:
+        """Charge `peer` for misbehaviour the application found (e.g. a reward claim that the
+        node's own verifier contradicts): counted and scored like a protocol rejection."""
+        self._reject(peer, reason)
+
     def _reject(self, peer: str, reason: str) -> None:
         self.metrics.reject(reason)
         if self.scores.penalize(peer, reason):

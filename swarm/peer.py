@@ -209,6 +209,10 @@ class SwarmPeer:
         """Sign (if needed) and announce one of our RolloutGroups; returns its hex group id."""
         return await self.gossip.publish_group(group)
 
+    def report(self, peer_id: str, reason: str) -> None:
+        """Lower a peer's score for misbehaviour found above the swarm layer (enough bans it)."""
+        self.gossip.report(peer_id, reason)
+
     def metrics(self) -> dict[str, Any]:
         return self.gossip.snapshot()
 

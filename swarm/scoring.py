@@ -40,6 +40,7 @@ def _default_penalties() -> dict[str, float]:
         "replayed": 5.0,
         "rate_limited": 1.0,  # charged per dropped message: a 10x flood bans within seconds
         "fetch_failed": 0.5,  # honest peers die too: kept small
+        "reward_mismatch": 10.0,  # reported by the node: a claimed reward our verifier contradicts
     }
     return table
 

@@ -28,6 +28,11 @@ class Task(Protocol):
         """The training prompt at `index` (0 <= index < len)."""
         ...
 
+    def lookup(self, question: str) -> Prompt | None:
+        """The training prompt with exactly this question, or None (how a peer's group is
+        matched to our own ground truth: held-out prompts are never returned)."""
+        ...
+
     def heldout(self, n: int) -> list[Prompt]:
         """`n` prompts disjoint from the training prompts, for evaluation."""
         ...

@@ -44,6 +44,8 @@ class JsonlTask:
         self._train = [self._make(rows[i]) for i in order[n_held:]]
         if not self._train:
             raise ValueError(f"{name}: needs at least 2 rows")
+        held = {p.question for p in self._held}
+        self._by_question = {p.question: p for p in self._train if p.question not in held}
 
     @classmethod
     def from_file(cls, name: str, path: str | Path, seed: int = 0) -> JsonlTask:
@@ -69,6 +71,9 @@ class JsonlTask:
 
     def prompt(self, index: int) -> Prompt:
         return self._train[index]
+
+    def lookup(self, question: str) -> Prompt | None:
+        return self._by_question.get(question)
 
     def heldout(self, n: int) -> list[Prompt]:
         return self._held[:n]

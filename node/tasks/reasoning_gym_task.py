@@ -25,7 +25,7 @@ class ReasoningGymTask:
             self._train = reasoning_gym.create_dataset(name, size=size, seed=seed, **self.options)
         except (KeyError, ValueError, TypeError) as e:
             raise ValueError(f"tasks.sources: cannot build reasoning-gym dataset {name!r}: {e}") from None
-        self._questions = {self._train[i]["question"] for i in range(len(self._train))}
+        self._questions = {self._train[i]["question"]: i for i in range(len(self._train))}
         self._entries: dict[str, dict[str, Any]] = {}
 
     def __len__(self) -> int:
@@ -38,6 +38,10 @@ class ReasoningGymTask:
 
     def prompt(self, index: int) -> Prompt:
         return self._make(self._train[index], self.seed, index)
+
+    def lookup(self, question: str) -> Prompt | None:
+        index = self._questions.get(question)
+        return None if index is None else self.prompt(index)
 
     def heldout(self, n: int) -> list[Prompt]:
         import reasoning_gym

@@ -1,0 +1,113 @@
+"""Translating between the node's `Group` records and the wire's `RolloutGroup`.
+
+Outgoing, a group carries the question text (what a receiver matches to its own ground truth),
+the completion texts, and our token ids and behaviour logprobs with our tokenizer's hash, so a
+peer with the same tokenizer may reuse them.  Claimed rewards are advisory.
+
+Incoming, `to_local` rebuilds completions for *our* policy: the peer's text is re-tokenized
+with our tokenizer and closed with our end-of-turn token, unless its tokenizer hash equals ours
+and the caller asks to reuse its tokens (and then its logprobs, for off-policy correction).
+Scoring is left to the caller, against our task's ground truth.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from node.rollout.base import Completion, Group, SamplingParams
+from node.tasks.base import Prompt
+from protocol import Completion as WireCompletion
+from protocol import RolloutGroup, TaskRef, logprob_array, token_array
+from protocol import SamplingParams as WireSampling
+
+_RG_ID = re.compile(r"^(?P<name>.+):(?P<seed>\d+):(?P<index>\d+)$")
+
+
+def tokenizer_hash(tokenizer) -> str:
+    """sha256 of the tokenizer's full serialization (vocabulary, merges, special tokens) and
+    chat template: equal hashes mean equal token ids for the same text."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    body = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+    body += "\x00" + str(getattr(tokenizer, "chat_template", "") or "")
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def task_ref(prompt: Prompt) -> TaskRef:
+    """The question text always; dataset/seed/index too when the prompt id has that form."""
+    m = _RG_ID.match(prompt.prompt_id)
+    if m is None:  # a literal question (jsonl): receivers find it among their own questions
+        return TaskRef(question=prompt.question, verifier="math_verify")
+    return TaskRef(dataset=prompt.task, seed=int(m["seed"]), index=int(m["index"]), question=prompt.question)
+
+
+def to_wire(
+    group: Group,
+    swarm_id: str,
+    model_id: str,
+    tok_hash: str,
+    sampling: SamplingParams,
+    with_tokens: bool = True,
+) -> RolloutGroup:
+    """An unsigned RolloutGroup of one of our groups (the swarm layer signs it)."""
+    completions = tuple(
+        WireCompletion(
+            text=c.text,
+            token_ids=token_array(c.completion_ids) if with_tokens else None,
+            behavior_logprobs=logprob_array(c.behavior_logprobs) if with_tokens else None,
+            claimed_rewards=dict(c.reward_components),
+        )
+        for c in group.completions
+    )
+    return RolloutGroup(
+        swarm_id=swarm_id,
+        task=task_ref(group.prompt),
+        ground_truth=None,  # receivers score against their own copy of the task
+        completions=completions,
+        model_id=model_id,
+        tokenizer_hash=tok_hash if with_tokens else "",
+        policy_version=max(c.policy_version for c in group.completions),
+        sampling=WireSampling(
+            temperature=0.0 if sampling.greedy else sampling.temperature,
+            top_p=sampling.top_p,
+            max_tokens=sampling.max_new_tokens,
+        ),
+    )
+
+
+def to_local(
+    wire: RolloutGroup,
+    prompt: Prompt,
+    prompt_ids: list[int],
+    tokenizer,
+    stop_id: int,
+    max_new_tokens: int,
+    local_version: int,
+    origin: str,
+    reuse_tokens: bool,
+) -> Group:
+    """Our view of a peer's group: completions on our prompt ids, ready to score.
+
+    Re-tokenized completions get empty `behavior_logprobs` (the caller fills them from the local
+    policy) and `local_version`; reused ones keep the peer's ids, logprobs and version.  Text
+    longer than `max_new_tokens` of our tokens is cut and marked truncated ("length")."""
+    out: list[Completion] = []
+    for wc in wire.completions:
+        if reuse_tokens and wc.token_ids is not None and wc.behavior_logprobs is not None:
+            ids = list(wc.token_ids)[:max_new_tokens]
+            logps = list(wc.behavior_logprobs)[: len(ids)]
+            reason = "stop" if ids and ids[-1] == stop_id else "length"
+            version = wire.policy_version
+        else:
+            ids = list(tokenizer(wc.text, add_special_tokens=False)["input_ids"])
+            cut_by_peer = wc.token_ids is not None and len(wc.token_ids) >= wire.sampling.max_tokens
+            reason = "stop" if len(ids) < max_new_tokens and not cut_by_peer else "length"
+            ids = ids + [stop_id] if reason == "stop" else ids[:max_new_tokens]
+            logps, version = [], local_version
+        out.append(Completion(prompt, prompt_ids, ids, logps, wc.text, reason, version, peer_id=origin))
+    return Group(prompt, out)
+
+
+def claimed(wire: RolloutGroup, name: str) -> list[float | None]:
+    """Each completion's claimed value of one reward component (None where not claimed)."""
+    return [wc.claimed_rewards.get(name) for wc in wire.completions]
