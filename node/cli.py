@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 EPILOG = """examples:
@@ -15,6 +16,9 @@ EPILOG = """examples:
   swarmrl eval runs/default                     held-out accuracy before and after training
   swarmrl config show --config configs/tiny.yaml
   swarmrl plot runs/default                     write runs/default/curves.png
+  swarmrl run swarm.mode=join swarm.bootstrap=/ip4/1.2.3.4/tcp/4001/p2p/12D3KooW...   join a swarm
+  swarmrl lab up --nodes 3                      a private swarm of 3 nodes on this machine
+  swarmrl status runs/default                   step, reward, peers and rejections of a running node
 """
 
 
@@ -38,9 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    run = sub.add_parser("run", help="train a policy (solo for now)", description=(
+    run = sub.add_parser("run", help="train a policy, solo or in a swarm (swarm.mode=join)", description=(
         "Train: select prompts, generate groups, score them with the task's verifier, compute "
-        "advantages, update the policy, log and checkpoint. Ctrl-C saves and exits."))
+        "advantages, update the policy, log and checkpoint. With swarm.mode=join the node also "
+        "publishes its groups and trains on up to swarm.external_groups admitted peer groups per "
+        "step. Ctrl-C (or SIGTERM) finishes the step, saves and exits."))
     _add_config_args(run)
     run.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in logging.run_dir")
     run.add_argument("--steps", type=int, help="stop at this total step count (default trainer.steps)")
@@ -75,6 +81,32 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_argument("--upstream", nargs="*", default=[], help="other bootstrap nodes to join")
     boot.add_argument("--allowlist", help="private swarm: file of allowed peer ids / public keys")
     boot.add_argument("--address-file", help="also write the listen multiaddrs here, one per line, once up")
+
+    st = sub.add_parser("status", help="show a running node's step, reward, peers and rejections", description=(
+        "Read a node's status: its RUN_DIR/status.json (written after every step) or, with a URL, its "
+        "metrics endpoint (logging.metrics_port). /metrics on that endpoint serves Prometheus text."))
+    st.add_argument("target", nargs="?", default="runs/default",
+                    help="run directory, status.json, or http://HOST:PORT (default %(default)s)")
+    st.add_argument("--json", action="store_true", help="print the raw JSON record")
+
+    lab = sub.add_parser("lab", help="a private swarm of N nodes on this machine (up / down / status)",
+                         formatter_class=argparse.RawDescriptionHelpFormatter, description=(
+        "Run a private lab swarm here: generate keys and an allowlist, start a bootstrap node and N\n"
+        "nodes that share rollouts, and show a live table (step, reward, groups sent/received/\n"
+        "admitted/used, the score peers give each node). Ctrl-C or `lab down` stops exactly the\n"
+        "processes the lab started; nodes save a checkpoint first, and `lab up` again resumes them."),
+        epilog="examples:\n  swarmrl lab up --nodes 3\n  swarmrl lab up --nodes 2 --config configs/tiny.yaml "
+        "--detach trainer.steps=50\n  swarmrl lab status\n  swarmrl lab down")
+    lab_sub = lab.add_subparsers(dest="lab_command", metavar="ACTION")
+    lab_up = lab_sub.add_parser("up", help="start the lab (Ctrl-C stops it; --detach returns at once)")
+    _add_config_args(lab_up)
+    lab_up.add_argument("--nodes", "-n", type=int, default=3, help="nodes to start (default %(default)s)")
+    lab_up.add_argument("--backend", default="hivemind", choices=["hivemind", "libp2p"], help="P2P engine")
+    lab_up.add_argument("--detach", "-d", action="store_true", help="start and return; stop later with `lab down`")
+    for name, text in (("down", "stop every process the lab started"), ("status", "print the lab's table once")):
+        action = lab_sub.add_parser(name, help=text)
+        action.add_argument("--dir", default="runs/lab", help="lab directory (default %(default)s)")
+    lab_up.add_argument("--dir", default="runs/lab", help="lab directory (default %(default)s)")
 
     plot = sub.add_parser("plot", help="write a PNG of the reward and other curves of a run")
     plot.add_argument("run_dir", help="run directory holding metrics.jsonl")
@@ -192,6 +224,74 @@ def cmd_bootstrap(args) -> int:
     return 0
 
 
+def cmd_status(args) -> int:
+    import json
+
+    from node.status import format_status, read_status
+
+    try:
+        status = read_status(args.target)
+    except OSError as e:
+        print(f"error: cannot read the status of {args.target}: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(status, indent=1) if args.json else format_status(status))
+    return 0
+
+
+def cmd_lab(args) -> int:
+    from node import lab
+
+    lab_dir = Path(args.dir)
+    if args.lab_command == "down":
+        report = lab.down(lab_dir)
+        print("\n".join(report) if report else f"nothing running in {lab_dir}")
+        return 0
+    if args.lab_command == "status":
+        print(lab.table(lab_dir))
+        return 0
+    if args.lab_command != "up":
+        print("usage: swarmrl lab {up,down,status} (see swarmrl lab --help)", file=sys.stderr)
+        return 2
+    from node.config import load_config
+
+    load_config(args.config, args.overrides)  # a typo fails here, not in N processes
+    try:
+        state = lab.up(lab_dir, args.nodes, args.config, args.overrides, args.backend)
+    except lab.LabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"lab {state['swarm_id']}: bootstrap + {args.nodes} nodes; logs in {lab_dir / 'logs'}", flush=True)
+    if args.detach:
+        print(f"running in the background: `swarmrl lab status --dir {lab_dir}`, `swarmrl lab down --dir {lab_dir}`")
+        return 0
+    try:
+        watch_lab(lab_dir)
+    except KeyboardInterrupt:
+        print("\nstopping the lab (nodes save a checkpoint first) ...", flush=True)
+    finally:
+        print("\n".join(lab.down(lab_dir)))
+    return 0
+
+
+def watch_lab(lab_dir: Path, period: float = 2.0) -> None:
+    """Redraw the lab table until every node has exited."""
+    from node import lab
+
+    live = sys.stdout.isatty()
+    last = 0.0
+    while True:
+        rows = lab.rows(lab_dir)
+        if live:
+            print("\033[H\033[J" + lab.table(lab_dir) + "\n\nCtrl-C stops the lab", flush=True)
+        elif time.monotonic() - last > 15:
+            print(lab.table(lab_dir) + "\n", flush=True)
+            last = time.monotonic()
+        if rows and not any(r["running"] for r in rows):
+            print(lab.table(lab_dir))
+            return
+        time.sleep(period)
+
+
 def cmd_keygen(args) -> int:
     from protocol.identity import IdentityError, generate_key_file
 
@@ -206,7 +306,8 @@ def cmd_keygen(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "eval": cmd_eval, "config": cmd_config, "plot": cmd_plot, "keygen": cmd_keygen, "bootstrap": cmd_bootstrap}
+COMMANDS = {"run": cmd_run, "eval": cmd_eval, "config": cmd_config, "plot": cmd_plot, "keygen": cmd_keygen,
+            "bootstrap": cmd_bootstrap, "status": cmd_status, "lab": cmd_lab}
 
 
 def main(argv: list[str] | None = None) -> int:

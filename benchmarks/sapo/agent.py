@@ -35,9 +35,19 @@ from typing import Any
 
 import torch
 
-from benchmarks.sapo.sharing import Candidate, admit, external_rollouts, fresh, groups_of, liar_rewrite
-from benchmarks.sapo.sharing import select_external, to_wire, usable, warm_model
-from benchmarks.toy.exp_t2 import G, LR, MINIBATCHES, advantage_inputs, eval_set, level_pass, select_rollouts
+from benchmarks.sapo.sharing import (
+    Candidate,
+    admit,
+    external_rollouts,
+    fresh,
+    groups_of,
+    liar_rewrite,
+    select_external,
+    to_wire,
+    usable,
+    warm_model,
+)
+from benchmarks.toy.exp_t2 import LR, MINIBATCHES, G, advantage_inputs, eval_set, level_pass, select_rollouts
 from benchmarks.toy.seqmodel import LEVELS, PROMPT_LEN, GPTConfig, Rollouts, Trainer, make_problems, sample
 from node.algos import api
 from node.algos.config import AlgorithmConfig
@@ -78,7 +88,9 @@ class Agent:
             comp, claims = liar_rewrite(roll.problems, comp, self.gen)
         for _, rows in groups_of(roll):
             a, b = int(roll.problems.a[rows][0]), int(roll.problems.b[rows][0])
-            group = to_wire(a, b, comp[rows], claims[rows], self.args.swarm_id, self.model_id, self.trainer.version)
+            group = to_wire(
+                a, b, comp[rows], claims[rows], self.args.swarm_id, self.model_id, self.trainer.version
+            )
             await self.peer.publish(group)
             self.counts["published"] += 1
 

@@ -68,7 +68,7 @@ class Children:
         self.procs.append(proc)
         return proc
 
-    def reap(self, grace: float = 15.0) -> list[int]:
+    def reap(self, grace: float = 10.0) -> list[int]:
         """SIGTERM each leader still running (it stops its own p2pd: a SIGTERM to the whole group
         would kill the daemon under it first), wait up to `grace` s by polling, then SIGKILL the
         groups left; returns the PIDs of groups that needed SIGKILL."""
@@ -137,7 +137,9 @@ def run_one(label: str, seed: int, agents: list[list[str]], args: argparse.Names
             procs.append(kids.start(cmd, d / f"agent{k}.log"))
 
         def all_have(suffix: str) -> bool:
-            dead = [k for k, p in enumerate(procs) if p.poll() is not None and not (d / f"agent{k}.json").exists()]
+            dead = [
+                k for k, p in enumerate(procs) if p.poll() is not None and not (d / f"agent{k}.json").exists()
+            ]
             if dead:
                 raise RuntimeError(f"agents {dead} exited early; see {d}/agent*.log")
             return all((d / f"agent{k}.{suffix}").exists() for k in range(len(procs)))
@@ -153,7 +155,9 @@ def run_one(label: str, seed: int, agents: list[list[str]], args: argparse.Names
         for k, extra in enumerate(agents):
             rows = read_jsonl(d / f"agent{k}.jsonl")
             summary = json.loads((d / f"agent{k}.json").read_text())
-            curves = {key: [r[key] for r in rows] for key in ("reward", "external", "filled", "waited", "seconds")}
+            curves = {
+                key: [r[key] for r in rows] for key in ("reward", "external", "filled", "waited", "seconds")
+            }
             out.append({"index": k, "extra": extra, "curves": curves,
                         **{key: summary[key] for key in ("eval_start", "eval_end", "counts", "lies_by_origin",
                                                          "swarm", "seconds")}})  # fmt: skip
@@ -172,7 +176,9 @@ def prepare_warm_starts(exp: str, seeds: list[int], cache: str) -> None:
     from benchmarks.toy.seqmodel import GPTConfig
 
     torch.set_num_threads(1)
-    sizes = [GPTConfig()] + ([GPTConfig(d_model=int(SMALL[1]), n_layer=int(SMALL[3]))] if exp == "mixed" else [])
+    sizes = [GPTConfig()] + (
+        [GPTConfig(d_model=int(SMALL[1]), n_layer=int(SMALL[3]))] if exp == "mixed" else []
+    )
     for seed in seeds:
         for c in sizes:
             warm_model(seed, c, Path(cache))
@@ -195,7 +201,9 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     path = Path(args.results) / f"{args.exp}{args.tag}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    runs: dict[str, list[dict[str, Any]]] = json.loads(path.read_text())["runs"] if args.resume and path.exists() else {}
+    runs: dict[str, list[dict[str, Any]]] = (
+        json.loads(path.read_text())["runs"] if args.resume and path.exists() else {}
+    )
     prepare_warm_starts(args.exp, args.seeds, args.cache)
     t0 = time.time()
     for seed in args.seeds:  # seed-major, so an interrupted experiment has every label for some seeds
@@ -206,7 +214,10 @@ def main(argv: list[str] | None = None) -> None:
             result = run_one(label, seed, agents, args)
             runs.setdefault(label, []).append(result)
             cum = [sum(a["curves"]["reward"]) for a in result["agents"]]
-            print(f"  {result['wall_s']:.0f} s, cumulative reward per agent {[round(c, 1) for c in cum]}", flush=True)
+            print(
+                f"  {result['wall_s']:.0f} s, cumulative reward per agent {[round(c, 1) for c in cum]}",
+                flush=True,
+            )
             meta = {"exp": args.exp, "rounds": args.rounds, "agents": args.agents, "wait_s": args.wait_s,
                     "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.platform()}",
                     "command": " ".join(sys.argv), "wall_s": time.time() - t0}  # fmt: skip

@@ -32,9 +32,22 @@ import torch
 from torch import Tensor
 
 from benchmarks.toy.exp_t2 import WARM_STEPS, WARM_STOP_AT
-from benchmarks.toy.seqmodel import EOS, LEVELS, MAX_NEW, PAD, WIDTH, GPTConfig, Problems
-from benchmarks.toy.seqmodel import Rollouts, TinyGPT, completion_logprobs, encode_prompts
-from benchmarks.toy.seqmodel import score, target_completions, warm_start
+from benchmarks.toy.seqmodel import (
+    EOS,
+    LEVELS,
+    MAX_NEW,
+    PAD,
+    WIDTH,
+    GPTConfig,
+    Problems,
+    Rollouts,
+    TinyGPT,
+    completion_logprobs,
+    encode_prompts,
+    score,
+    target_completions,
+    warm_start,
+)
 from protocol import Completion, RolloutGroup, SamplingParams, TaskRef
 
 VERIFIER = "toy_add"
@@ -74,7 +87,9 @@ def parse_question(q: str | None) -> tuple[int, int] | None:
 def problems_of(pairs: list[tuple[int, int]]) -> Problems:
     """Problems from (a, b) pairs; the level (bookkeeping only) is the digit count of max(a, b)."""
     levels = [min(len(LEVELS), len(str(max(a, b)))) for a, b in pairs]
-    return Problems(torch.tensor([a for a, _ in pairs]), torch.tensor([b for _, b in pairs]), torch.tensor(levels))
+    return Problems(
+        torch.tensor([a for a, _ in pairs]), torch.tensor([b for _, b in pairs]), torch.tensor(levels)
+    )
 
 
 def completion_mask(comp: Tensor) -> Tensor:
@@ -83,7 +98,9 @@ def completion_mask(comp: Tensor) -> Tensor:
     return ((eos.cumsum(1) - eos) == 0).float()
 
 
-def to_wire(a: int, b: int, comp: Tensor, claims: Tensor, swarm_id: str, model_id: str, version: int) -> RolloutGroup:
+def to_wire(
+    a: int, b: int, comp: Tensor, claims: Tensor, swarm_id: str, model_id: str, version: int
+) -> RolloutGroup:
     """An unsigned group: question text, completion texts, claimed correctness; no ground truth
     (receivers compute their own) and no token ids (receivers re-tokenize the text)."""
     completions = tuple(
