@@ -4,17 +4,24 @@ Topology (all of it inside namespaces named after this test's PID; the host's ow
 never touched):
 
     srl<pid>-hub        br0, a bridge; one port `v-<name>` per member below
-    srl<pid>-boot       eth0 10.77.0.1/24   `swarmrl bootstrap --backend hivemind`
-    srl<pid>-n1..n3     eth0 10.77.0.11../24  swarm members (gossip peers or `swarmrl run` nodes)
+    srl<pid>-boot       eth0 10.77.0.1/24    `swarmrl bootstrap --backend hivemind`
+    srl<pid>-<name>     eth0 10.77.0.11../24  one swarm member each
 
 Each member's eth0 is one end of a veth pair whose other end is a bridge port in the hub, so
-"cutting a node's cable" is `ip -n hub link set v-<name> down`: its packets are silently dropped
-(no RST, no unreachable error), as when a volunteer's Wi-Fi goes away.
+"cutting a member's cable" is `ip -n hub link set v-<name> down`: its packets are silently
+dropped (no RST, no unreachable error), as when a volunteer's Wi-Fi goes away.
+
+Two scenarios, each: three members join through the bootstrap, exchange groups, one is cut off
+while the other two go on, then it is reconnected and exchanges again.
+- gossip peers (tests/swarm/peer_proc.py, no model): exact group ids, nothing crosses the cut;
+- `swarmrl run` nodes in join mode on the tiny model: steps and the swarm counters of
+  RUN_DIR/status.json.
 
 Every process is started in its own session (`ip netns exec` execs in place, so the PID we hold
 is the process itself and its p2pd daemon shares its process group) and is killed by that group
 in the fixture's teardown; the namespaces are deleted afterwards, whatever happened.  Waits poll
-with deadlines; nothing sleeps before an assertion.
+with deadlines; nothing sleeps before an assertion.  Skipped, with the reason, where the test is
+not root or the kernel/sandbox refuses network namespaces or veth pairs.
 """
 
 from __future__ import annotations
@@ -41,7 +48,10 @@ BOOT_PORT = 4001
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check, timeout=20)
+    done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=20)
+    if check and done.returncode != 0:
+        raise RuntimeError(f"`ip {' '.join(args)}` failed: {done.stderr.strip()}")
+    return done
 
 
 @functools.cache

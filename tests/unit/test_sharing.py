@@ -1,0 +1,174 @@
+"""Join mode inside one process: a node with an in-memory link trains on peers' groups, refuses
+a liar, never waits on an empty swarm; the wire conversion; solo mode opens no socket."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+import node.swarm_link
+from node.exchange import to_local, to_wire, tokenizer_hash
+from node.node import Node
+from node.rollout.base import Completion, Group, SamplingParams
+from protocol import Completion as WireCompletion
+from protocol import Identity, RolloutGroup, TaskRef, sign_group
+from protocol import SamplingParams as WireSampling
+from swarm.inbox import InboxItem
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class FakeLink:
+    """What `SwarmLink` offers the node, with an inbox the test fills."""
+
+    def __init__(self, identity, config, want=None, card_fields=None):
+        self.identity, self.want = identity, want
+        self.connected, self.state, self.last_error = True, "connected", ""
+        self.inbox: list[InboxItem] = []
+        self.published: list[RolloutGroup] = []
+        self.reports: list[tuple[str, str]] = []
+        self.last_metrics = {"connected_peers": 1, "admitted_groups": 0}
+
+    peer_id = property(lambda self: self.identity.peer_id)
+
+    def start(self):
+        return self
+
+    def publish(self, groups):
+        self.published += groups
+
+    def drain(self, n):
+        out, self.inbox = self.inbox[:n], self.inbox[n:]
+        return out
+
+    def report(self, origin, reason):
+        self.reports.append((origin, reason))
+
+    def stop(self):
+        self.connected = False
+
+
+@pytest.fixture
+def join_node(tiny_config, monkeypatch):
+    monkeypatch.setattr(node.swarm_link, "SwarmLink", FakeLink)
+    cfg = tiny_config("swarm.mode=join", "swarm.external_groups=2", "swarm.per_peer_cap=2")
+    n = Node(cfg)
+    yield n
+    n.close()
+
+
+def peer_group(node: Node, index: int, identity: Identity, lie: bool = False) -> InboxItem:
+    """A signed group from another peer: one right and one wrong answer to a training prompt."""
+    prompt = node.sampler.tasks[0].prompt(index)
+    right, wrong = prompt.answer, str(int(prompt.answer) + 1)
+    comps = tuple(
+        WireCompletion(text=f"<answer>{a}</answer>", claimed_rewards={"correctness": 1.0 if lie else float(a == right)})
+        for a in (right, wrong)
+    )
+    g = RolloutGroup(swarm_id="public", task=TaskRef(dataset=prompt.task, seed=1234, index=index, question=prompt.question),
+                     ground_truth=None, completions=comps, model_id="other-model", tokenizer_hash="",
+                     policy_version=3, sampling=WireSampling(temperature=1.0, top_p=1.0, max_tokens=16))  # fmt: skip
+    signed = sign_group(g, identity)
+    return InboxItem(signed.group_id.hex(), identity.peer_id, signed, 0.0, 100)
+
+
+def test_trains_on_local_plus_admitted_peer_groups(join_node):
+    node, peer = join_node, Identity.generate()
+    node.sharing.link.inbox = [peer_group(node, i, peer) for i in range(3)]
+    metrics = node.train_step()
+    assert metrics["swarm/external_groups"] == 2 and metrics["swarm/filled_locally"] == 0
+    assert metrics["local_groups"] == node.cfg.rollout.prompts_per_step
+    assert metrics["swarm/pool"] == 1  # the third waits for the next step
+    published = node.sharing.link.published
+    assert len(published) == node.cfg.rollout.prompts_per_step  # ours only, never the peer's
+    assert all(g.model_id == "tiny" and g.tokenizer_hash == node.sharing.tok_hash for g in published)
+
+
+def test_peer_text_is_retokenized_and_scored_by_our_policy(join_node):
+    node, peer = join_node, Identity.generate()
+    node.sharing.link.inbox = [peer_group(node, 0, peer)]
+    groups, info = node.sharing.take(0)
+    (group,) = groups
+    tok = node.policy.tokenizer
+    for c in group.completions:
+        assert c.peer_id == peer.peer_id
+        assert c.completion_ids[:-1] == tok(c.text, add_special_tokens=False)["input_ids"]
+        assert c.completion_ids[-1] == node.sharing.stop_id and c.finish_reason == "stop"
+        assert len(c.behavior_logprobs) == len(c.completion_ids)
+    # behaviour logprobs are our policy's: the importance ratio of these rows is exactly 1
+    again = node.trainer.policy_logprobs(group.completions)
+    assert torch.allclose(torch.tensor(again[0]), torch.tensor(group.completions[0].behavior_logprobs), atol=1e-5)
+    assert group.rewards == [1.0 + 0.2 * group.completions[0].reward_components["format"], 0.2]
+
+
+def test_a_lying_peer_is_refused_and_reported(join_node):
+    node, liar = join_node, Identity.generate()
+    node.sharing.link.inbox = [peer_group(node, 0, liar, lie=True)]
+    metrics = node.train_step()
+    assert metrics["swarm/external_groups"] == 0 and metrics["swarm/filled_locally"] == 2
+    assert node.sharing.link.reports == [(liar.peer_id, "reward_mismatch")]
+    assert node.sharing.status()["verdicts"] == {"reward_mismatch": 1}
+
+
+def test_an_empty_or_disconnected_swarm_never_stalls_a_step(join_node):
+    node = join_node
+    node.sharing.link.connected = False
+    metrics = node.train_step()
+    assert metrics["swarm/external_groups"] == 0
+    assert metrics["local_groups"] == node.cfg.rollout.prompts_per_step + 2  # J filled locally
+    assert metrics["swarm/connected"] == 0.0
+
+
+def test_reuse_keeps_peer_tokens_only_with_our_tokenizer(join_node):
+    node = join_node
+    prompt = node.sampler.tasks[0].prompt(0)
+    ids = node.policy.tokenizer("<answer>3</answer>", add_special_tokens=False)["input_ids"] + [node.sharing.stop_id]
+    mine = Group(prompt, [Completion(prompt, [1, 2], ids, [-0.5] * len(ids), "<answer>3</answer>", "stop", 7)])
+    wire = sign_group(to_wire(mine, "public", "tiny", node.sharing.tok_hash, SamplingParams(16, 1.0)), Identity.generate())
+    reused = to_local(wire, prompt, [9], node.policy.tokenizer, node.sharing.stop_id, 16, 0, "p", reuse_tokens=True)
+    c = reused.completions[0]
+    assert c.completion_ids == ids and c.behavior_logprobs == [-0.5] * len(ids) and c.policy_version == 7
+    fresh = to_local(wire, prompt, [9], node.policy.tokenizer, node.sharing.stop_id, 16, 0, "p", reuse_tokens=False)
+    assert fresh.completions[0].completion_ids == ids and fresh.completions[0].behavior_logprobs == []
+    cut = to_local(wire, prompt, [9], node.policy.tokenizer, node.sharing.stop_id, 3, 0, "p", reuse_tokens=False)
+    assert len(cut.completions[0].completion_ids) == 3 and cut.completions[0].truncated
+
+
+def test_tokenizer_hash_tells_tokenizers_apart(join_node):
+    from transformers import AutoTokenizer
+
+    tok = join_node.policy.tokenizer
+    assert tokenizer_hash(tok) == tokenizer_hash(tok)
+    other = AutoTokenizer.from_pretrained(join_node.policy.model.name_or_path)
+    assert tokenizer_hash(other) == tokenizer_hash(tok)  # same files, same hash
+    other.add_tokens(["<extra>"])
+    assert tokenizer_hash(other) != tokenizer_hash(tok)
+
+
+def test_solo_mode_opens_no_socket_and_imports_no_swarm(model_cache, tmp_path):
+    script = textwrap.dedent(f"""
+        import sys
+        events = []
+        def hook(event, args):
+            if event.startswith("socket."):
+                events.append(event)
+        sys.addaudithook(hook)
+        from node.config import load_config
+        from node.node import Node
+        cfg = load_config([{str(ROOT / 'configs' / 'tiny.yaml')!r}],
+                          ["model.cache_dir={model_cache}", "logging.run_dir={tmp_path / 'run'}"])
+        node = Node(cfg)
+        node.run(1)
+        bad = sorted(m for m in sys.modules if m.split(".")[0] in ("swarm", "hivemind", "libp2p"))
+        assert not bad, bad
+        assert not events, events
+        print("ok", node.step)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "ok 1"
