@@ -1,0 +1,194 @@
+"""Real `swarmrl run` nodes (tiny model) sharing groups over hivemind on 127.0.0.1.
+
+Every process runs in its own session, so its process group id is its PID; teardown signals
+exactly those groups (the nodes' p2pd daemons included) and checks nothing of them survives.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from swarm.testing import wait_for_sync as wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+CLI = [sys.executable, "-m", "node.cli"]
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def kill_group(pid: int) -> None:
+    if group_alive(pid):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def pids_in_groups(pgids: set[int]) -> list[int]:
+    """Processes still alive (not zombies) in any of these process groups."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) in pgids and fields[0] not in ("Z", "X"):
+                out.append(int(entry.name))
+    return out
+
+
+class Procs:
+    def __init__(self, workdir: Path, cache: Path) -> None:
+        self.workdir, self.cache = workdir, cache
+        self.started: list[subprocess.Popen[bytes]] = []
+
+    def spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 -- lives as long as the process
+        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO,
+                                env=env, start_new_session=True)  # fmt: skip
+        self.started.append(proc)
+        return proc
+
+    def bootstrap(self) -> str:
+        addr = self.workdir / "boot.addr"
+        proc = self.spawn("bootstrap", CLI + ["bootstrap", "--host", "127.0.0.1", "--swarm-id", "t",
+                                              "--address-file", str(addr)])  # fmt: skip
+        assert wait_for(lambda: addr.is_file() or proc.poll() is not None, 90), self.log("bootstrap")
+        assert proc.poll() is None, self.log("bootstrap")
+        self.boot = proc
+        return addr.read_text().split()[0]
+
+    def node(self, k: int, address: str, *extra: str) -> subprocess.Popen[bytes]:
+        run_dir = self.workdir / f"node{k}"
+        return self.spawn(f"node{k}", CLI + [
+            "run", "--resume", "-c", "configs/tiny.yaml", "swarm.mode=join", "swarm.swarm_id=t",
+            "swarm.host=127.0.0.1", f"swarm.bootstrap={address}", "swarm.external_groups=2",
+            f"logging.run_dir={run_dir}", "logging.progress=plain", "logging.tensorboard=false",
+            f"model.cache_dir={self.cache}", "model.threads=1", f"seed={k}", "trainer.steps=100000",
+            "checkpoint.every=5", *extra])  # fmt: skip
+
+    def log(self, name: str) -> str:
+        return (self.workdir / f"{name}.log").read_text(errors="replace")[-3000:]
+
+    def close(self) -> None:
+        for p in self.started:
+            kill_group(p.pid)
+            if p.poll() is None:
+                p.wait(10)
+        left = pids_in_groups({p.pid for p in self.started})
+        assert not left, f"processes survived: {left}"
+
+
+def metrics(run_dir: Path) -> list[dict[str, Any]]:
+    try:
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def status(run_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((run_dir / "status.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def used_external(run_dir: Path, after_step: int = 0) -> int:
+    return int(sum(m.get("swarm/external_groups", 0) for m in metrics(run_dir) if m["step"] > after_step))
+
+
+@pytest.fixture
+def procs(tmp_path, tmp_path_factory) -> Procs:
+    from node.config import load_config
+    from node.policy import tiny_folder
+
+    cache = tmp_path_factory.getbasetemp() / "node-model-cache"
+    tiny_folder(load_config([REPO / "configs" / "tiny.yaml"], [f"model.cache_dir={cache}"]).model)  # built once, not raced
+    p = Procs(tmp_path, cache)
+    yield p
+    p.close()
+
+
+def test_nodes_share_keep_training_alone_and_rejoin(procs):
+    address = procs.bootstrap()
+    nodes = {k: procs.node(k, address) for k in (1, 2, 3)}
+    dirs = {k: procs.workdir / f"node{k}" for k in nodes}
+
+    # 1. three nodes: each one trains on groups that another node sampled
+    ok = wait_for(lambda: all(used_external(d) > 0 for d in dirs.values()), 240, interval=1)
+    assert ok, {k: (used_external(d), status(d).get("swarm"), procs.log(f"node{k}")[-800:]) for k, d in dirs.items()}
+    for d in dirs.values():
+        sw = status(d)["swarm"]
+        assert sw["published"] > 0 and sw["received"] > 0 and sw["verdicts"].get("admitted", 0) > 0
+
+    # 2. a crashed node restarts from its checkpoint, with the same identity, and shares again
+    kill_group(nodes[3].pid)
+    nodes[3].wait(10)
+    peer_id = status(dirs[3])["swarm"]["peer_id"]
+    nodes[3] = procs.node(3, address)
+    assert wait_for(lambda: status(dirs[3]).get("pid") == nodes[3].pid, 120, interval=0.5), procs.log("node3")
+    restart_step = status(dirs[3])["step"]
+    assert restart_step > 0  # resumed, not started over
+    assert status(dirs[3])["swarm"]["peer_id"] == peer_id
+    assert wait_for(lambda: used_external(dirs[3], restart_step) > 0, 240, interval=1), procs.log("node3")
+
+    # 3. every peer and the bootstrap die: node 1 keeps training on local groups alone
+    for k in (2, 3):
+        kill_group(nodes[k].pid)
+    kill_group(procs.boot.pid)
+    alone_from = status(dirs[1])["step"]
+    assert wait_for(lambda: status(dirs[1]).get("step", 0) >= alone_from + 6, 180, interval=0.5), procs.log("node1")
+    assert nodes[1].poll() is None
+    last = metrics(dirs[1])[-1]
+    assert last["swarm/external_groups"] == 0 and last["swarm/filled_locally"] == 2
+
+    # 4. Ctrl-C: the step finishes, a checkpoint is saved, the process exits cleanly
+    os.kill(nodes[1].pid, signal.SIGINT)
+    assert nodes[1].wait(120) == 0, procs.log("node1")
+    final = status(dirs[1])["step"]
+    assert (dirs[1] / "checkpoints" / f"step_{final:08d}").is_dir()
+
+
+def test_lab_up_then_down_leaves_no_process_behind(tmp_path, procs):
+    lab_dir = tmp_path / "lab"
+    up = subprocess.run(CLI + ["lab", "up", "--nodes", "2", "--detach", "--dir", str(lab_dir), "-c", "configs/tiny.yaml",
+                               "trainer.steps=100000", f"model.cache_dir={procs.cache}", "logging.tensorboard=false"],
+                        cwd=REPO, capture_output=True, text=True, timeout=180)  # fmt: skip
+    state = json.loads((lab_dir / "lab.json").read_text()) if (lab_dir / "lab.json").is_file() else {}
+    pgids = {p["pid"] for p in state.get("processes", [])}
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert len(pgids) == 3  # bootstrap + 2 nodes
+        allow = (lab_dir / "allowlist.txt").read_text()
+        assert allow.count("12D3KooW") == 3
+        steps = lambda: [status(lab_dir / f"node{k}").get("step", 0) for k in (1, 2)]  # noqa: E731
+        assert wait_for(lambda: min(steps()) >= 2, 180, interval=1), steps()
+        table = subprocess.run(CLI + ["lab", "status", "--dir", str(lab_dir)], cwd=REPO, capture_output=True,
+                               text=True, timeout=60).stdout  # fmt: skip
+        assert "node1" in table and "running" in table
+        assert pids_in_groups(pgids)
+        down = subprocess.run(CLI + ["lab", "down", "--dir", str(lab_dir)], cwd=REPO, capture_output=True, text=True,
+                              timeout=120)  # fmt: skip
+        assert down.returncode == 0 and down.stdout.count("stopped") == 3, down.stdout + down.stderr
+        assert pids_in_groups(pgids) == []
+        for k in (1, 2):  # stopped with SIGINT: each saved a checkpoint of its last step
+            assert (lab_dir / f"node{k}" / "checkpoints" / f"step_{status(lab_dir / f'node{k}')['step']:08d}").is_dir()
+    finally:
+        for pgid in pgids:
+            kill_group(pgid)

@@ -1,0 +1,73 @@
+"""Node status: the JSON file, the HTTP endpoint with Prometheus text, and `swarmrl status`."""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.request
+
+import pytest
+
+from node.cli import main
+from node.status import StatusBoard, format_status, prometheus_text, read_status
+
+STATUS = {
+    "version": "0.1.0", "pid": 1, "run_dir": "runs/x", "mode": "join", "model": "tiny", "step": 7, "steps": 10,
+    "policy_version": 7, "reward": 0.5, "reward_local": 0.25, "step_s": 1.5,
+    "swarm": {"peer_id": "12D3KooWabc", "state": "connected", "peers": 3, "published": 20, "received": 11,
+              "admitted": 6, "used": 4, "filled_locally": 2, "verdicts": {"admitted": 6, "zero_variance": 5},
+              "rejections": {"bad_signature": 2}, "peer_scores": {"12D3KooWxyz": -12.5}},
+}  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_prometheus_text_has_every_number():
+    text = prometheus_text(STATUS)
+    lines = set(text.splitlines())
+    for line in ("swarmrl_step 7.0", "swarmrl_reward_local 0.25", "swarmrl_swarm_connected 1.0",
+                 "swarmrl_swarm_peers 3.0", "swarmrl_swarm_admitted_total 6.0",
+                 'swarmrl_swarm_verdicts_total{verdict="zero_variance"} 5.0',
+                 'swarmrl_swarm_rejections_total{reason="bad_signature"} 2.0',
+                 'swarmrl_swarm_peer_score{peer="12D3KooWxyz"} -12.5',
+                 "# TYPE swarmrl_swarm_published_total counter"):  # fmt: skip
+        assert line in lines, line
+    solo = prometheus_text({**STATUS, "swarm": None})
+    assert "swarmrl_step 7.0" in solo and "swarm_" not in solo
+
+
+def test_file_and_endpoint_serve_the_same_record(tmp_path, capsys):
+    port = free_port()
+    board = StatusBoard(tmp_path, write_file=True, port=port)
+    try:
+        board.update(STATUS)
+        assert read_status(str(tmp_path)) == STATUS
+        assert read_status(f"http://127.0.0.1:{port}") == STATUS
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            assert r.headers["Content-Type"].startswith("text/plain") and b"swarmrl_step 7.0" in r.read()
+        assert main(["status", str(tmp_path)]) == 0
+        out = capsys.readouterr().out
+        assert "step 7/10" in out and "peers 3" in out and "bad_signature 2" in out
+        assert main(["status", f"http://127.0.0.1:{port}", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out) == STATUS
+    finally:
+        board.close()
+
+
+def test_port_in_use_and_missing_status_are_clear_errors(tmp_path, capsys):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        with pytest.raises(ValueError, match="logging.metrics_port"):
+            StatusBoard(tmp_path, port=s.getsockname()[1])
+    assert main(["status", str(tmp_path / "nope")]) == 2
+    assert "no status at" in capsys.readouterr().err
+
+
+def test_format_names_the_error_of_a_disconnected_node():
+    s = {**STATUS, "swarm": {**STATUS["swarm"], "state": "retrying", "last_error": "bootstrap unreachable"}}
+    assert "last error: bootstrap unreachable" in format_status(s)
