@@ -147,6 +147,9 @@ def cmd_run(args) -> int:
     if node.sharing is not None:
         print(f"[node] joining swarm {cfg.swarm.swarm_id!r} ({cfg.swarm.backend}) as {node.sharing.link.peer_id}; "
               f"I={cfg.rollout.prompts_per_step} local + J={cfg.swarm.external_groups} peer groups per step", flush=True)
+        if not cfg.swarm.bootstrap:
+            print("[node] swarm.bootstrap is empty: this node starts a new swarm and waits for peers to dial it; "
+                  "its addresses appear in `swarmrl status` (others join with swarm.bootstrap=<address>)", flush=True)
     board.update(node.status({}, steps))
 
     def on_step(step, metrics):

@@ -53,6 +53,13 @@ def end_of_turn_id(tokenizer) -> int:
     return tokenizer.eos_token_id
 
 
+def wants(task_names: set[str], entry: Any) -> bool:
+    """Fetch an announced group only if we can score it: a dataset we have, or a literal
+    question (matched against our prompts when it arrives)."""
+    task = getattr(entry.item, "task", None)
+    return task is None or task in task_names or task == "question"
+
+
 class Sharing:
     def __init__(self, cfg: Config, link: Any, policy: Any, tasks: dict, trainer: Trainer) -> None:
         self.cfg = cfg
@@ -81,16 +88,14 @@ class Sharing:
             bootstrap=tuple(sw.bootstrap), allowlist_file=sw.allowlist, start_timeout=sw.start_timeout,
             gossip=GossipConfig(inbox_capacity=max(64, sw.pool_size)),
         )  # fmt: skip
-        names = set(tasks)
-
-        def want(entry) -> bool:  # fetch only what we can score
-            task = getattr(entry.item, "task", None)
-            return task is None or task in names or task == "question"
-
         card = {"model_id": cfg.model.name, "tokenizer_hash": tokenizer_hash(policy.tokenizer),
-                "hardware_class": policy.device.type, "tasks": tuple(sorted(names))}  # fmt: skip
+                "hardware_class": policy.device.type, "tasks": tuple(sorted(tasks))}  # fmt: skip
+        want = lambda entry: wants(set(tasks), entry)  # noqa: E731
         link = SwarmLink(identity, swarm_cfg, want=want, card_fields=card).start()
         return cls(cfg, link, policy, tasks, trainer)
+
+    def want(self, entry: Any) -> bool:
+        return wants(set(self.admission.tasks), entry)
 
     # -- incoming ----------------------------------------------------------------------------
     def _localize(self, wire: RolloutGroup, prompt: Prompt, origin: str) -> Group:
@@ -143,6 +148,7 @@ class Sharing:
         scores = m.pop("peer_scores", {})
         return {
             "peer_id": self.link.peer_id,
+            "addresses": list(getattr(getattr(self.link, "peer", None), "addresses", None) or []),
             "state": getattr(self.link, "state", "unknown"),
             "last_error": getattr(self.link, "last_error", ""),
             "peers": int(m.get("connected_peers", 0)),

@@ -172,3 +172,41 @@ def test_solo_mode_opens_no_socket_and_imports_no_swarm(model_cache, tmp_path):
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "ok 1"
+
+
+def test_a_peer_with_another_model_and_tokenizer_is_retokenized(join_node, tiny_config, tmp_path):
+    """Heterogeneous swarm: node B (another size and vocabulary) asks to reuse peers' tokens,
+    but A's tokenizer hash differs, so B re-tokenizes A's text and scores it with its own policy."""
+    a = join_node
+    cfg_b = tiny_config("swarm.mode=join", "swarm.peer_logprobs=reuse", "model.tiny.vocab_size=400",
+                        "model.tiny.hidden_size=64", "model.tiny.num_layers=1", f"logging.run_dir={tmp_path / 'b'}")  # fmt: skip
+    b = Node(cfg_b)
+    try:
+        assert b.sharing.tok_hash != a.sharing.tok_hash
+        prompt = a.sampler.tasks[0].prompt(0)
+        texts = [f"<answer>{prompt.answer}</answer>", "<answer>no</answer>"]
+        ids = [a.policy.tokenizer(t, add_special_tokens=False)["input_ids"] + [a.sharing.stop_id] for t in texts]
+        mine = Group(prompt, [Completion(prompt, [1], i, [-1.0] * len(i), t, "stop", 5) for i, t in zip(ids, texts)])
+        for c in mine.completions:
+            c.reward_components = {"correctness": float(prompt.answer in c.text)}
+        wire = sign_group(to_wire(mine, "public", "tiny", a.sharing.tok_hash, SamplingParams(16, 1.0)),
+                          a.sharing.link.identity)  # fmt: skip
+        b.sharing.link.inbox = [InboxItem(wire.group_id.hex(), wire.origin, wire, 0.0, 10)]
+        (group,), _ = b.sharing.take(0)
+        for c, text in zip(group.completions, texts):
+            assert c.completion_ids == b.policy.tokenizer(text, add_special_tokens=False)["input_ids"] + [b.sharing.stop_id]
+            assert len(c.behavior_logprobs) == len(c.completion_ids) and c.policy_version == b.trainer.version
+            assert c.behavior_logprobs != [-1.0] * len(c.completion_ids)  # not A's logprobs
+        metrics = b.train_step()
+        assert metrics["local_groups"] == cfg_b.rollout.prompts_per_step + cfg_b.swarm.external_groups
+    finally:
+        b.close()
+
+
+def test_fetches_only_tasks_it_can_score(join_node):
+    from types import SimpleNamespace
+
+    want = join_node.sharing.want
+    assert want(SimpleNamespace(item=SimpleNamespace(task="basic_arithmetic")))
+    assert want(SimpleNamespace(item=SimpleNamespace(task="question")))  # literal questions: matched on arrival
+    assert not want(SimpleNamespace(item=SimpleNamespace(task="chess_puzzles")))
