@@ -126,8 +126,12 @@ def procs(tmp_path, tmp_path_factory) -> Procs:
 
 
 def test_nodes_share_keep_training_alone_and_rejoin(procs):
+    """Three nodes (one of another size and vocabulary) share; a crashed one resumes and rejoins;
+    the last one standing keeps training on local groups; Ctrl-C saves."""
     address = procs.bootstrap()
-    nodes = {k: procs.node(k, address) for k in (1, 2, 3)}
+    # node 3 runs another model with another tokenizer: its groups are re-tokenized by the others
+    other = ("model.tiny.vocab_size=400", "model.tiny.hidden_size=64", "model.tiny.num_layers=1")
+    nodes = {k: procs.node(k, address, *(other if k == 3 else ())) for k in (1, 2, 3)}
     dirs = {k: procs.workdir / f"node{k}" for k in nodes}
 
     # 1. three nodes: each one trains on groups that another node sampled
@@ -141,7 +145,7 @@ def test_nodes_share_keep_training_alone_and_rejoin(procs):
     kill_group(nodes[3].pid)
     nodes[3].wait(10)
     peer_id = status(dirs[3])["swarm"]["peer_id"]
-    nodes[3] = procs.node(3, address)
+    nodes[3] = procs.node(3, address, *other)
     assert wait_for(lambda: status(dirs[3]).get("pid") == nodes[3].pid, 120, interval=0.5), procs.log("node3")
     restart_step = status(dirs[3])["step"]
     assert restart_step > 0  # resumed, not started over
