@@ -68,7 +68,7 @@ def main() -> None:
         result["splits"][split] = {**summarize(lab_dir, args.nodes), "wall_s": time.time() - t0}
         print(split, json.dumps({k: v for k, v in result["splits"][split].items() if k != "nodes"}), flush=True)
     base = result["splits"].get(args.splits[0], {}).get("mean_cumulative")
-    for split, r in result["splits"].items():
+    for r in result["splits"].values():
         r["gain_vs_first"] = (r["mean_cumulative"] / base - 1) if base else None
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))

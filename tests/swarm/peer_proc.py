@@ -48,6 +48,7 @@ class PeerProcess:
         config = SwarmConfig(
             backend=a.backend,
             swarm_id=a.swarm_id,
+            host=a.host,
             bootstrap=tuple(a.bootstrap),
             allowlist_file=a.allowlist,
             gossip=gossip,
@@ -155,6 +156,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--backend", required=True)
     p.add_argument("--swarm-id", default="conformance")
+    p.add_argument("--host", default="127.0.0.1", help="listen address")
     p.add_argument("--seed", required=True, help="32-byte identity seed, hex")
     p.add_argument("--status", required=True)
     p.add_argument("--bootstrap", nargs="*", default=[])

@@ -194,19 +194,10 @@ def netlab(tmp_path: Path) -> Iterator[NetLab]:
 
 # -- gossip peers (tests/swarm/peer_proc.py) across namespaces ------------------------------------
 
-# peer_proc.py listens on SwarmConfig's default host (127.0.0.1); in a namespace it must listen on
-# its own eth0 address for the others to dial it, so a two-line shim fixes the host.
-PEER_SHIM = (
-    f"import functools, sys; sys.path.insert(0, {str(PEER_SCRIPT.parent)!r}); import peer_proc;"
-    "peer_proc.SwarmConfig = functools.partial(peer_proc.SwarmConfig, host=sys.argv.pop(1));"
-    "peer_proc.main()"
-)
-
-
 class GossipPeer:
     def __init__(self, lab: NetLab, name: str, ip: str, bootstrap: list[str]) -> None:
         self.name, self.status_path = name, lab.workdir / f"{name}.json"
-        argv = [sys.executable, "-c", PEER_SHIM, ip, "--backend", "hivemind", "--swarm-id", "netns",
+        argv = [sys.executable, str(PEER_SCRIPT), "--host", ip, "--backend", "hivemind", "--swarm-id", "netns",
                 "--seed", os.urandom(32).hex(), "--status", str(self.status_path), "--bootstrap", *bootstrap]  # fmt: skip
         self.proc = lab.spawn(name, argv, stdin=subprocess.PIPE)
 
