@@ -55,7 +55,9 @@ def end_of_turn_id(tokenizer) -> int:
 
 def wants(task_names: set[str], entry: Any) -> bool:
     """Fetch an announced group only if we can score it: a dataset we have, or a literal
-    question (matched against our prompts when it arrives)."""
+    question (matched against our prompts when it arrives).  No tasks: fetch nothing."""
+    if not task_names:
+        return False
     task = getattr(entry.item, "task", None)
     return task is None or task in task_names or task == "question"
 
@@ -90,12 +92,13 @@ class Sharing:
         )  # fmt: skip
         card = {"model_id": cfg.model.name, "tokenizer_hash": tokenizer_hash(policy.tokenizer),
                 "hardware_class": policy.device.type, "tasks": tuple(sorted(tasks))}  # fmt: skip
-        want = lambda entry: wants(set(tasks), entry)  # noqa: E731
+        scorable = set(tasks) if sw.external_groups > 0 else set()  # J = 0: only give, never download
+        want = lambda entry: wants(scorable, entry)  # noqa: E731
         link = SwarmLink(identity, swarm_cfg, want=want, card_fields=card).start()
         return cls(cfg, link, policy, tasks, trainer)
 
     def want(self, entry: Any) -> bool:
-        return wants(set(self.admission.tasks), entry)
+        return wants(set(self.admission.tasks) if self.cfg.swarm.external_groups > 0 else set(), entry)
 
     # -- incoming ----------------------------------------------------------------------------
     def _localize(self, wire: RolloutGroup, prompt: Prompt, origin: str) -> Group:
