@@ -72,7 +72,7 @@ def test_peers_join_through_a_bootstrap_node(backend: str, swarm_factory, tmp_pa
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     try:
-        pattern = re.compile(r"--swarm\.bootstrap (\S+)")
+        pattern = re.compile(r"swarm\.bootstrap=(\S+)")
         assert wait_for(lambda: bool(pattern.search(log_path.read_text())) or boot.poll() is not None, 60)
         addrs = pattern.findall(log_path.read_text())
         assert addrs, log_path.read_text()[-2000:]
