@@ -45,6 +45,29 @@ def summarize(lab_dir: Path, nodes: int) -> dict:
     return {"nodes": per_node, "mean_cumulative": statistics.fmean(n["cumulative_local_reward"] for n in per_node)}
 
 
+def plot(result: dict, out: Path) -> None:
+    """Mean local reward per step and its running sum, one line per split."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for split, r in result["splits"].items():
+        curves = [n["local_reward"] for n in r["nodes"]]
+        mean = [statistics.fmean(step) for step in zip(*curves)]
+        running = [sum(mean[: i + 1]) for i in range(len(mean))]
+        ax1.plot(range(1, len(mean) + 1), mean, label=f"I/J = {split}")
+        ax2.plot(range(1, len(running) + 1), running, label=f"I/J = {split}")
+    ax1.set(xlabel="step", ylabel="local reward (mean over nodes)")
+    ax2.set(xlabel="step", ylabel="cumulative local reward")
+    ax1.legend()
+    fig.suptitle(f"SmolLM2-135M-Instruct, {result['nodes']} nodes, lab swarm on one machine")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--nodes", type=int, default=2)
@@ -52,7 +75,12 @@ def main() -> None:
     p.add_argument("--splits", nargs="+", default=["4/0", "2/2"], help="I/J pairs")
     p.add_argument("--work", default="runs/sapo-smollm2")
     p.add_argument("--out", default="benchmarks/sapo/results/smollm2.json")
+    p.add_argument("--plot", default="docs/img/sapo_smollm2.png", help="PNG of the curves")
+    p.add_argument("--plot-only", action="store_true", help="only redraw --plot from --out")
     args = p.parse_args()
+    if args.plot_only:
+        plot(json.loads(Path(args.out).read_text()), Path(args.plot))
+        return
     result = {"machine": f"{platform.machine()} {__import__('os').cpu_count()} cores, {platform.platform()}",
               "nodes": args.nodes, "steps": args.steps, "command": " ".join(sys.argv), "splits": {}}  # fmt: skip
     for split in args.splits:
@@ -72,7 +100,8 @@ def main() -> None:
         r["gain_vs_first"] = (r["mean_cumulative"] / base - 1) if base else None
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
-    print(f"wrote {args.out}")
+    plot(result, Path(args.plot))
+    print(f"wrote {args.out} and {args.plot}")
 
 
 if __name__ == "__main__":
