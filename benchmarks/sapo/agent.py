@@ -14,6 +14,14 @@ taken from the swarm.  One round here (`Agent.round`):
    external log-probs recomputed under the local policy, and append a JSON line to
    ``OUT/agentK.jsonl``: ``reward`` is the mean correctness of the round's I local groups.
 
+Options for the experiments of `run.py`: `--liar` (publishes `sharing.liar_rewrite` groups),
+`--trust-claims` (ablation: train on the peers' claims), `--d-model/--n-layer` (mixed sizes),
+and three diagnostics of why sharing hurt on this harness: `--peer-logprobs reuse` (train
+against the peer's own sampler log-probs with token-level truncated IS), `--own-as-external`
+(the J groups are our own extra samples sent through the same path) and `--lr`.  Every agent
+sends its sampler log-probs with its groups, so each round also logs the drift between the
+local policy and the peers' samplers on the completions it trains on (`sharing.drift`).
+
 Process protocol with `run.py` (files in OUT, polled, never a fixed sleep): the agent writes
 ``agentK.ready`` once its peer is up and sees the other agents, starts on ``go``, writes
 ``agentK.json`` (held-out pass rates, counters, swarm metrics) when done, and keeps serving its
@@ -38,6 +46,7 @@ import torch
 from benchmarks.sapo.sharing import (
     Candidate,
     admit,
+    drift,
     external_rollouts,
     fresh,
     groups_of,
@@ -67,8 +76,14 @@ class Agent:
         config = GPTConfig(d_model=args.d_model, n_layer=args.n_layer)
         self.model = warm_model(args.seed, config, Path(args.cache))
         self.model_id = f"tinygpt-d{args.d_model}-l{args.n_layer}"
-        self.algo = AlgorithmConfig(advantage="grpo")
-        self.trainer = Trainer(self.model, self.algo, lr=LR)
+        # reuse: token-level truncated IS against the peer's sampler (exp_t2's "tis" arm)
+        tis = (
+            {"is_level": "token", "is_cap": 2.0, "is_mode": "truncate"}
+            if args.peer_logprobs == "reuse"
+            else {}
+        )
+        self.algo = AlgorithmConfig(advantage="grpo", **tis)
+        self.trainer = Trainer(self.model, self.algo, lr=args.lr)
         stream = 1000 * args.seed + args.index  # each agent its own problems and samples
         self.gen = torch.Generator().manual_seed(stream)
         self.rng = random.Random(stream)
@@ -88,9 +103,9 @@ class Agent:
             comp, claims = liar_rewrite(roll.problems, comp, self.gen)
         for _, rows in groups_of(roll):
             a, b = int(roll.problems.a[rows][0]), int(roll.problems.b[rows][0])
-            group = to_wire(
-                a, b, comp[rows], claims[rows], self.args.swarm_id, self.model_id, self.trainer.version
-            )
+            blp = None if self.args.liar else roll.behavior_logprobs[rows]
+            args = (self.args.swarm_id, self.model_id, self.trainer.version, blp)
+            group = to_wire(a, b, comp[rows], claims[rows], *args)
             await self.peer.publish(group)
             self.counts["published"] += 1
 
@@ -113,6 +128,32 @@ class Agent:
         self.pool = kept
         return usable(self.pool, self.cap)
 
+    def external(self, chosen: list[Candidate]) -> tuple[Rollouts, dict[str, float]]:
+        """The chosen groups with recomputed log-probs (or, with reuse, the peers'), and the drift
+        between the local policy and the peers' samplers where the peers sent their log-probs."""
+        ext = external_rollouts(self.model, chosen, self.trainer.version)
+        peer = [c.behavior for c in chosen if c.behavior is not None]
+        if len(peer) < len(chosen):
+            return ext, {}
+        mu = torch.cat(peer) * ext.mask
+        stats = drift(ext.behavior_logprobs, mu, ext.mask)
+        if self.args.peer_logprobs == "reuse":
+            ext.behavior_logprobs = mu
+        return ext, stats
+
+    def own_pool(self, r: int) -> None:
+        """Control for `--own-as-external`: the "peers" are this agent's own extra groups, sent
+        through the same wire, re-scoring and log-prob path (3 origins of I groups each)."""
+        extra = self.sample_groups(3 * self.args.I)
+        comp = extra.tokens[:, PROMPT_LEN:]
+        for g, (_, rows) in enumerate(groups_of(extra)):
+            a, b = int(extra.problems.a[rows][0]), int(extra.problems.b[rows][0])
+            blp = extra.behavior_logprobs[rows]
+            wire = to_wire(a, b, comp[rows], extra.correct[rows].float(), "own", self.model_id, 0, blp)
+            c = admit(wire, f"own{g % 3}", r)
+            if c is not None and c.informative:
+                self.pool.append(c)
+
     def train(self, parts: list[tuple[Rollouts, torch.Tensor]]) -> dict[str, float]:
         self.rng.shuffle(parts)  # local and external groups mixed across the mini-batches
         batch = select_rollouts(parts, len(parts))
@@ -125,14 +166,18 @@ class Agent:
         local = await asyncio.to_thread(self.sample_groups, a.I)
         await self.publish(local)
         chosen: list[Candidate] = []
-        waited = 0.0
-        if a.J:  # until J are usable or every peer's groups of this round are in (all share I)
+        waited, stats = 0.0, {}
+        if a.J and a.own_as_external:
+            self.pool = []
+            await asyncio.to_thread(self.own_pool, r)
+        elif a.J:  # until J are usable or every peer's groups of this round are in (all share I)
             self.received_this_round = 0
             expected = (a.n_agents - 1) * a.I
             done = lambda: self.refill(r) >= a.J or self.received_this_round >= expected  # noqa: E731
             waited = time.monotonic()
             await wait_for(done, a.wait_s, interval=0.02)
             waited = time.monotonic() - waited
+        if a.J:
             chosen = select_external(self.pool, a.J, self.cap, self.rng)
             self.pool = [c for c in self.pool if all(c is not x for x in chosen)]
         n_fill = a.J - len(chosen)
@@ -141,7 +186,7 @@ class Agent:
             fill = await asyncio.to_thread(self.sample_groups, n_fill)
             parts += groups_of(fill)
         if chosen:
-            ext = await asyncio.to_thread(external_rollouts, self.model, chosen, self.trainer.version)
+            ext, stats = await asyncio.to_thread(self.external, chosen)
             parts += groups_of(ext)
         m = await asyncio.to_thread(self.train, parts)
         return {
@@ -153,6 +198,7 @@ class Agent:
             "ext_origins": len({c.origin for c in chosen}),
             "pool": len(self.pool),
             "entropy": m.get("entropy_all"),
+            **stats,
             "waited": waited,
             "seconds": time.monotonic() - t0,
         }
@@ -174,7 +220,8 @@ async def main(args: argparse.Namespace) -> None:
     gossip = GossipConfig(sync_interval=1.0, card_interval=2.0, card_ttl=30.0)
     config = SwarmConfig(backend="hivemind", swarm_id=args.swarm_id, host="127.0.0.1",
                          bootstrap=tuple(args.bootstrap), gossip=gossip)  # fmt: skip
-    want = (lambda entry: True) if args.J else (lambda entry: False)  # 8/0 never fetches
+    fetch = args.J > 0 and not args.own_as_external
+    want = (lambda entry: True) if fetch else (lambda entry: False)  # 8/0 never fetches
     peer = await SwarmPeer.start(Identity.generate(), config, want=want)
     try:
         agent = Agent(args, peer)
@@ -217,6 +264,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--per-peer-cap", type=int, default=0, help="0: ceil(J / 2)")
     p.add_argument("--liar", action="store_true", help="publish wrong answers with inverted claims")
     p.add_argument("--trust-claims", action="store_true", help="ablation: train on peers' claimed rewards")
+    p.add_argument("--peer-logprobs", choices=["recompute", "reuse"], default="recompute",
+                   help="recompute: the local policy scores peer text (SAPO); reuse: the peer's sampler "
+                   "log-probs, with token-level truncated IS (cap 2) against them")  # fmt: skip
+    p.add_argument("--own-as-external", action="store_true",
+                   help="control: the J groups are our own extra samples sent through the same path")  # fmt: skip
+    p.add_argument("--lr", type=float, default=LR, help="Adam learning rate (default: exp_t2's)")
     p.add_argument("--d-model", type=int, default=64)
     p.add_argument("--n-layer", type=int, default=2)
     p.add_argument("--start-timeout", type=float, default=60.0)

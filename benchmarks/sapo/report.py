@@ -59,7 +59,9 @@ def mean_curve(runs: list[dict], pick: Pick = ALL, cumulative: bool = True, smoo
     return [st.mean(m[max(0, i - smooth + 1) : i + 1]) for i in range(n)]
 
 
-def row(label: str, runs: list[dict], base: list[dict] | None, pick: Pick = ALL, base_pick: Pick = ALL) -> list[str]:
+def row(
+    label: str, runs: list[dict], base: list[dict] | None, pick: Pick = ALL, base_pick: Pick = ALL
+) -> list[str]:
     c = per_seed(runs, cum, pick)
     gain, paired = "", ""
     if base is not None:
@@ -108,7 +110,12 @@ def main() -> None:
     p.add_argument("--img", default="docs/img")
     args = p.parse_args()
     res, img = Path(args.results), Path(args.img)
-    load = lambda name: json.loads((res / f"{name}.json").read_text()) if (res / f"{name}.json").exists() else None  # noqa: E731
+    img.mkdir(parents=True, exist_ok=True)
+
+    def load(name: str) -> dict[str, Any] | None:
+        path = res / f"{name}.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
     ij = load("ij")
     base = ij["runs"].get("8/0") if ij else None
     if ij:
@@ -120,16 +127,20 @@ def main() -> None:
         honest44 = ij["runs"].get("4/4") if ij else None
         print(f"\n## One liar among {liar['agents']} agents, 4/4 (honest agents; base: 4/4 without a liar)\n")
         rows = [row(label, runs, honest44, HONEST) for label, runs in liar["runs"].items()]
-        print(table(rows + ([row("4/4, no liar", honest44, base)] if honest44 else [])))
+        print(table(rows + ([row("4/4, no liar (gain vs 8/0)", honest44, base)] if honest44 else [])))
         for label, runs in liar["runs"].items():
             lies = [sum(a["lies_by_origin"].values()) for r in runs for a in r["agents"] if HONEST(a)]
-            print(f"- {label}: completions whose claim disagreed with the local score, per honest agent: {ms(lies, '.0f')}")
+            print(
+                f"- {label}: completions whose claim disagreed with the local score, per honest agent: {ms(lies, '.0f')}"
+            )
         curves = {label: (runs, HONEST) for label, runs in liar["runs"].items()}
         curves.update({k: (ij["runs"][k], ALL) for k in ("4/4", "8/0") if ij and k in ij["runs"]})
         plot(curves, "one liar (honest agents)", img / "sapo_liar.png")
     mixed = load("mixed")
     if mixed:
-        print(f"\n## Mixed sizes ({mixed['agents']} agents: half d_model=64 n_layer=2, half d_model=32 n_layer=1)\n")
+        print(
+            f"\n## Mixed sizes ({mixed['agents']} agents: half d_model=64 n_layer=2, half d_model=32 n_layer=1)\n"
+        )
         b = mixed["runs"].get("mixed 8/0")
         rows = []
         for label, runs in mixed["runs"].items():
@@ -139,6 +150,35 @@ def main() -> None:
         curves = {f"{label} {size}": (runs, pick) for label, runs in mixed["runs"].items()
                   for size, pick in (("large", LARGE), ("small", SMALL))}  # fmt: skip
         plot(curves, "mixed sizes", img / "sapo_mixed.png")
+    off = load("offpolicy")
+    if off:
+        print(f"\n## Off-policy diagnostics ({off['agents']} agents; base: 8/0 at the same learning rate)\n")
+        runs = {**({k: ij["runs"][k] for k in ("8/0", "4/4")} if ij else {}), **off["runs"]}
+        seeds = {r["seed"] for r in off["runs"]["4/4 reuse+tis"]} if "4/4 reuse+tis" in off["runs"] else None
+        same = {k: [r for r in v if seeds is None or r["seed"] in seeds] for k, v in runs.items()}
+        bases = {k: same.get("8/0 lr1e-4" if "lr1e-4" in k else "8/0") for k in same}
+        print(table([row(k, v, bases[k]) for k, v in same.items()]))
+        print("\nDrift of the external completions trained on (rounds where every chosen group carried its")
+        print("sampler's log-probs: the recompute runs of `ij` predate that):\n")
+        for k, v in same.items():
+            if any(
+                x is not None for r in v for a in r["agents"] for x in a["curves"].get("ext_far_tokens", [])
+            ):
+                print(drift_line(k, v))
+        plot({k: (v, ALL) for k, v in same.items()}, "off-policy diagnostics", img / "sapo_offpolicy.png")
+
+
+def drift_line(label: str, runs: list[dict]) -> str:
+    """Mean per-round drift of the external completions trained on (rounds where every chosen
+    group carried its sampler's log-probs), over rounds 1-50 and 251-300."""
+
+    def avg(key: str, lo: int, hi: int) -> str:
+        xs = [x for r in runs for a in r["agents"] for x in a["curves"].get(key, [])[lo:hi] if x is not None]
+        return f"{st.mean(xs):.2f}" if xs else "n/a"
+
+    return (f"- {label}: mean sequence log-ratio log pi_local - log mu_peer {avg('ext_seq_logratio', 0, 50)} "
+            f"in rounds 1-50, {avg('ext_seq_logratio', 250, 300)} in 251-300; share of tokens whose ratio is "
+            f"off 1 by > 0.2: {avg('ext_far_tokens', 0, 50)}, {avg('ext_far_tokens', 250, 300)}")  # fmt: skip
 
 
 if __name__ == "__main__":

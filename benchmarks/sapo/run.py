@@ -11,7 +11,10 @@ agents share one base model), with its own problem and sampling streams.  Experi
 * ``ij``: I/J in 8/0, 6/2, 4/4, 2/6, all agents alike;
 * ``liar``: 4/4 with agent 0 lying (`sharing.liar_rewrite`), re-scoring vs ``--trust-claims``;
 * ``mixed``: half the agents at `SMALL` size, the rest at the default, 8/0 (each size's
-  baseline) vs 4/4.
+  baseline) vs 4/4;
+* ``offpolicy``: diagnostics for why sharing hurt here: 4/4 whose "external" groups are the
+  agent's own extra samples sent through the same path (a control), 4/4 trained against the
+  peers' sampler log-probs with truncated IS, and 8/0 vs 4/4 at a third of the learning rate.
 
 Process discipline (as `tests/swarm/conftest.py`): every child starts in its own session, so
 its process group is its PID and holds its p2pd daemon; the runner waits by polling files, and
@@ -51,7 +54,14 @@ def plan(exp: str, n: int) -> dict[str, list[list[str]]]:
     if exp == "mixed":
         sizes = [SMALL if k >= n // 2 else [] for k in range(n)]
         return {f"mixed {i}/{j}": [ij(i, j) + s for s in sizes] for i, j in [(8, 0), (4, 4)]}
-    raise SystemExit(f"unknown --exp {exp!r}; choose ij, liar or mixed")
+    if exp == "offpolicy":  # is the peers' policy drift what hurts? (docs/experiments.md)
+        return {
+            "4/4 own-as-external": [ij(4, 4) + ["--own-as-external"]] * n,
+            "4/4 reuse+tis": [ij(4, 4) + ["--peer-logprobs", "reuse"]] * n,
+            "8/0 lr1e-4": [ij(8, 0) + ["--lr", "1e-4"]] * n,
+            "4/4 lr1e-4": [ij(4, 4) + ["--lr", "1e-4"]] * n,
+        }
+    raise SystemExit(f"unknown --exp {exp!r}; choose ij, liar, mixed or offpolicy")
 
 
 class Children:
@@ -114,9 +124,34 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+CURVES = ("reward", "external", "filled", "waited", "seconds", "ext_seq_logratio", "ext_far_tokens")
+SUMMARY = ("eval_start", "eval_end", "counts", "lies_by_origin", "swarm", "seconds")
+
+
+def _round(x: Any) -> Any:
+    return round(x, 4) if isinstance(x, float) else x  # keeps the results files small
+
+
+def collect(d: Path, agents: list[list[str]]) -> list[dict[str, Any]]:
+    """Per agent of a finished run folder: its arguments, per-round curves (None where a round
+    has no value, e.g. no drift without peer log-probs) and its summary."""
+    out = []
+    for k, extra in enumerate(agents):
+        rows = read_jsonl(d / f"agent{k}.jsonl")
+        summary = json.loads((d / f"agent{k}.json").read_text())
+        curves = {key: [_round(r.get(key)) for r in rows] for key in CURVES}
+        curves = {key: v for key, v in curves.items() if any(x is not None for x in v)}
+        out.append({"index": k, "extra": extra, "curves": curves, **{key: summary[key] for key in SUMMARY}})
+    return out
+
+
+def run_dir(args: argparse.Namespace, label: str, seed: int) -> Path:
+    return Path(args.work) / args.exp / label.replace("/", "-").replace(" ", "_") / f"seed{seed}"
+
+
 def run_one(label: str, seed: int, agents: list[list[str]], args: argparse.Namespace) -> dict[str, Any]:
     """Bootstrap + agents for one configuration and seed; the per-agent curves and summaries."""
-    d = Path(args.work) / args.exp / label.replace("/", "-").replace(" ", "_") / f"seed{seed}"
+    d = run_dir(args, label, seed)
     shutil.rmtree(d, ignore_errors=True)
     d.mkdir(parents=True)
     kids = Children()
@@ -151,16 +186,7 @@ def run_one(label: str, seed: int, agents: list[list[str]], args: argparse.Names
             raise RuntimeError(f"run exceeded {args.run_timeout} s")
         (d / "stop").touch()
         wait_until(lambda: all(p.poll() is not None for p in procs), 20)
-        out = []
-        for k, extra in enumerate(agents):
-            rows = read_jsonl(d / f"agent{k}.jsonl")
-            summary = json.loads((d / f"agent{k}.json").read_text())
-            curves = {
-                key: [r[key] for r in rows] for key in ("reward", "external", "filled", "waited", "seconds")
-            }
-            out.append({"index": k, "extra": extra, "curves": curves,
-                        **{key: summary[key] for key in ("eval_start", "eval_end", "counts", "lies_by_origin",
-                                                         "swarm", "seconds")}})  # fmt: skip
+        out = collect(d, agents)
         return {"seed": seed, "wall_s": time.monotonic() - t0, "agents": out}
     finally:
         killed = kids.reap()
@@ -186,7 +212,7 @@ def prepare_warm_starts(exp: str, seeds: list[int], cache: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--exp", required=True, choices=["ij", "liar", "mixed"])
+    p.add_argument("--exp", required=True, choices=["ij", "liar", "mixed", "offpolicy"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--rounds", type=int, default=300)
     p.add_argument("--agents", type=int, default=4)
@@ -198,8 +224,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--results", default="benchmarks/sapo/results")
     p.add_argument("--tag", default="", help="suffix of the results file name")
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--recollect", action="store_true",
+                   help="rebuild the agent records of RESULTS/EXP.json from the run folders, then exit")  # fmt: skip
     args = p.parse_args(argv)
     path = Path(args.results) / f"{args.exp}{args.tag}.json"
+    if args.recollect:  # after a change to `collect`: same runs, more curves
+        data = json.loads(path.read_text())
+        for label, runs in data["runs"].items():
+            for r in runs:
+                r["agents"] = collect(run_dir(args, label, r["seed"]), [a["extra"] for a in r["agents"]])
+        path.write_text(json.dumps(data))
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     runs: dict[str, list[dict[str, Any]]] = (
         json.loads(path.read_text())["runs"] if args.resume and path.exists() else {}

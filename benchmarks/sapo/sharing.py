@@ -22,6 +22,7 @@ wrong ones and claims the opposite of the truth for each (wrong ones "correct", 
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 from collections import Counter
@@ -48,10 +49,11 @@ from benchmarks.toy.seqmodel import (
     target_completions,
     warm_start,
 )
-from protocol import Completion, RolloutGroup, SamplingParams, TaskRef
+from protocol import Completion, RolloutGroup, SamplingParams, TaskRef, logprob_array, token_array
 
 VERIFIER = "toy_add"
 CHARS = "_^$>+=0123456789"  # token id -> character: PAD BOS EOS FMT PLUS EQ, digits 0..9
+TOKENIZER_HASH = hashlib.sha256(CHARS.encode()).hexdigest()  # all toy models share the vocabulary
 MAX_AGE = 2  # an external group older than this many local rounds is too stale to train on
 
 
@@ -99,13 +101,22 @@ def completion_mask(comp: Tensor) -> Tensor:
 
 
 def to_wire(
-    a: int, b: int, comp: Tensor, claims: Tensor, swarm_id: str, model_id: str, version: int
-) -> RolloutGroup:
-    """An unsigned group: question text, completion texts, claimed correctness; no ground truth
-    (receivers compute their own) and no token ids (receivers re-tokenize the text)."""
+    a: int, b: int, comp: Tensor, claims: Tensor, swarm_id: str, model_id: str, version: int,
+    behavior: Tensor | None = None,
+) -> RolloutGroup:  # fmt: skip
+    """An unsigned group: question text, completion texts, claimed correctness, no ground truth
+    (receivers compute their own).  With `behavior` ([G, MAX_NEW] sampler log-probs) it also
+    carries the token ids and their log-probs under `TOKENIZER_HASH`, for `--peer-logprobs reuse`."""
+    mask = completion_mask(comp)
+    lps = comp.float() if behavior is None else behavior
     completions = tuple(
-        Completion(text=completion_text(row), claimed_rewards={"correct": float(c)})
-        for row, c in zip(comp, claims.tolist(), strict=True)
+        Completion(
+            text=completion_text(row),
+            token_ids=None if behavior is None else token_array(row[m > 0].tolist()),
+            behavior_logprobs=None if behavior is None else logprob_array(lp[m > 0].clamp(max=0.0).tolist()),
+            claimed_rewards={"correct": float(c)},
+        )
+        for row, m, lp, c in zip(comp, mask, lps, claims.tolist(), strict=True)
     )
     return RolloutGroup(
         swarm_id=swarm_id,
@@ -113,7 +124,7 @@ def to_wire(
         ground_truth=None,
         completions=completions,
         model_id=model_id,
-        tokenizer_hash="",
+        tokenizer_hash="" if behavior is None else TOKENIZER_HASH,
         policy_version=version,
         sampling=SamplingParams(temperature=1.0, top_p=1.0, max_tokens=MAX_NEW),
     )
@@ -147,6 +158,7 @@ class Candidate:
     truth: Tensor  # [G] correctness computed here from the question
     claimed: Tensor  # [G] the origin's claims (NaN where absent)
     round: int  # local round in which it entered the pool
+    behavior: Tensor | None = None  # [G, MAX_NEW] the origin's sampler log-probs, if it sent them
 
     @property
     def informative(self) -> bool:
@@ -171,7 +183,23 @@ def admit(group: RolloutGroup, origin: str, round_: int, trust_claims: bool = Fa
     claimed = torch.tensor([c.claimed_rewards.get("correct", math.nan) for c in group.completions])
     if trust_claims and not bool(torch.isfinite(claimed).all()):
         return None
-    return Candidate(origin, ab[0], ab[1], comp, claimed if trust_claims else truth, truth, claimed, round_)
+    rewards = claimed if trust_claims else truth
+    return Candidate(origin, ab[0], ab[1], comp, rewards, truth, claimed, round_, peer_logprobs(group, comp))
+
+
+def peer_logprobs(group: RolloutGroup, comp: Tensor) -> Tensor | None:
+    """[G, MAX_NEW] the origin's behaviour log-probs, when it sent them for exactly the tokens of
+    its texts under our vocabulary; else None (the receiver then recomputes)."""
+    if group.tokenizer_hash != TOKENIZER_HASH:
+        return None
+    mask = completion_mask(comp)
+    out = torch.zeros(comp.shape)
+    for i, c in enumerate(group.completions):
+        n = int(mask[i].sum())
+        if c.token_ids is None or c.behavior_logprobs is None or list(c.token_ids) != comp[i, :n].tolist():
+            return None
+        out[i, :n] = torch.tensor(list(c.behavior_logprobs))
+    return out
 
 
 def fresh(pool: list[Candidate], round_: int, max_age: int = MAX_AGE) -> list[Candidate]:
@@ -218,6 +246,17 @@ def external_rollouts(model: TinyGPT, cands: list[Candidate], version: int) -> R
         truncated=~(comp == EOS).any(1),
         behavior_version=version,
     )
+
+
+def drift(local: Tensor, peer: Tensor, mask: Tensor) -> dict[str, float]:
+    """How far the local policy is from the peers' samplers on their completions ([N, MAX_NEW]
+    log-probs and mask): mean sequence log-ratio log pi_local(y) - log mu_peer(y), and the
+    share of tokens whose ratio is off 1 by more than 0.2."""
+    d = (local - peer) * mask
+    return {
+        "ext_seq_logratio": float(d.sum(1).mean()),
+        "ext_far_tokens": float(((d.exp() - 1).abs() > 0.2)[mask > 0].float().mean()),
+    }
 
 
 def groups_of(roll: Rollouts) -> list[tuple[Rollouts, Tensor]]:

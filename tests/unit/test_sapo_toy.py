@@ -11,6 +11,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -20,6 +21,7 @@ from benchmarks.sapo.sharing import (  # noqa: E402
     admit,
     completion_text,
     completion_tokens,
+    drift,
     external_rollouts,
     fresh,
     liar_rewrite,
@@ -30,7 +32,7 @@ from benchmarks.sapo.sharing import (  # noqa: E402
     usable,
 )
 from benchmarks.toy.seqmodel import DIGIT0, EOS, FMT, PAD, PROMPT_LEN, GPTConfig, TinyGPT, sample, score  # noqa: E402
-from protocol import TaskRef  # noqa: E402
+from protocol import TaskRef, token_array  # noqa: E402
 
 
 def row(*toks: int) -> torch.Tensor:
@@ -159,3 +161,32 @@ def test_all_correct_claims_from_a_liar_give_no_gradient_either_way() -> None:
         group([WRONG_FMT, WRONG_SHORT, WRONG_FMT, WRONG_SHORT], [1.0] * 4), "liar", 0, trust_claims=True
     )
     assert c is not None and not c.informative
+
+
+def test_peer_logprobs_travel_with_the_group_and_drift_is_measured() -> None:
+    """A sender's behaviour log-probs arrive intact (for `--peer-logprobs reuse`), a token list
+    that disagrees with the text is refused, and `drift` compares them with our recomputation."""
+    torch.manual_seed(0)
+    sender, receiver = TinyGPT(GPTConfig(n_layer=1, d_model=32)), TinyGPT(GPTConfig(n_layer=1, d_model=32))
+    roll = sample(sender, problems_of([(123, 456)]), 4, torch.Generator().manual_seed(1))
+    comp = roll.tokens[:, PROMPT_LEN:]
+    wire = to_wire(123, 456, comp, roll.correct.float(), "s", "m", 0, roll.behavior_logprobs)
+    c = admit(wire, "peer", 0)
+    assert c is not None and c.behavior is not None
+    assert torch.allclose(c.behavior, roll.behavior_logprobs, atol=1e-6)
+    recomputed = external_rollouts(receiver, [c], version=0)
+    assert drift(recomputed.behavior_logprobs, c.behavior, recomputed.mask)["ext_far_tokens"] > 0
+    first = wire.completions[0]
+    forged = replace(first, token_ids=token_array([DIGIT0] * len(first.token_ids)))
+    c2 = admit(replace(wire, completions=(forged, *wire.completions[1:])), "peer", 0)
+    assert c2 is not None and c2.behavior is None  # tokens disagree with the text: recompute
+
+
+def test_drift_hand_worked() -> None:
+    # Two sequences: log-ratios (0.5, -0.1 | masked 3.0) and (0.0, -1.0): sums 0.4 and -1.0,
+    # mean -0.3; token ratios e^0.5 = 1.65, e^-0.1 = 0.905, 1, e^-1 = 0.37 -> 2 of 4 off by > 0.2.
+    local = torch.tensor([[0.5, -0.1, 3.0], [0.0, -1.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0]])
+    out = drift(local, torch.zeros(2, 3), mask)
+    assert out["ext_seq_logratio"] == pytest.approx(-0.3)
+    assert out["ext_far_tokens"] == pytest.approx(0.5)
