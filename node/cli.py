@@ -250,7 +250,7 @@ def cmd_lab(args) -> int:
         print("\n".join(report) if report else f"nothing running in {lab_dir}")
         return 0
     if args.lab_command == "status":
-        print(lab.table(lab_dir))
+        print(lab.table(lab.rows(lab_dir)))
         return 0
     if args.lab_command != "up":
         print("usage: swarmrl lab {up,down,status} (see swarmrl lab --help)", file=sys.stderr)
@@ -284,13 +284,14 @@ def watch_lab(lab_dir: Path, period: float = 2.0) -> None:
     last = 0.0
     while True:
         rows = lab.rows(lab_dir)
+        text = lab.table(rows)
         if live:
-            print("\033[H\033[J" + lab.table(lab_dir) + "\n\nCtrl-C stops the lab", flush=True)
+            print("\033[H\033[J" + text + "\n\nCtrl-C stops the lab", flush=True)
         elif time.monotonic() - last > 15:
-            print(lab.table(lab_dir) + "\n", flush=True)
+            print(text + "\n", flush=True)
             last = time.monotonic()
         if rows and not any(r["running"] for r in rows):
-            print(lab.table(lab_dir))
+            print(text)
             return
         time.sleep(period)
 

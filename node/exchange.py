@@ -107,7 +107,3 @@ def to_local(
         out.append(Completion(prompt, prompt_ids, ids, logps, wc.text, reason, version, peer_id=origin))
     return Group(prompt, out)
 
-
-def claimed(wire: RolloutGroup, name: str) -> list[float | None]:
-    """Each completion's claimed value of one reward component (None where not claimed)."""
-    return [wc.claimed_rewards.get(name) for wc in wire.completions]

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from node.procs import signal_group
 from node.status import STATUS_FILE
 from protocol.identity import generate_key_file
 
@@ -168,32 +169,21 @@ def down(lab_dir: Path, grace: float = 30.0) -> list[str]:
     report = []
     running = [p for p in procs if alive(p)]
     for p in running:
-        _signal_group(p["pid"], signal.SIGINT)
+        signal_group(p["pid"], signal.SIGINT)
     deadline = time.monotonic() + grace
     while any(alive(p) for p in running) and time.monotonic() < deadline:
         time.sleep(0.2)
     for p in running:
         if alive(p):
-            _signal_group(p["pid"], signal.SIGKILL)
             report.append(f"{p['name']} (pid {p['pid']}): killed after {grace:.0f} s")
         else:
             report.append(f"{p['name']} (pid {p['pid']}): stopped")
-        _signal_group(p["pid"], signal.SIGKILL, only_if_group_left=True)  # its p2pd, if any survived
+        signal_group(p["pid"], signal.SIGKILL)  # the process, if still up, and its p2pd, if it survived
     for p in running:
         _reap(p["pid"])
     state["stopped"] = time.time()
     write_state(lab_dir, state)
     return report
-
-
-def _signal_group(pid: int, sig: int, only_if_group_left: bool = False) -> None:
-    """Signal the session/process group we created for `pid` (its id is the pid)."""
-    try:
-        if only_if_group_left:
-            os.killpg(pid, 0)
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _reap(pid: int) -> None:
@@ -232,10 +222,11 @@ def rows(lab_dir: Path) -> list[dict[str, Any]]:
     return out
 
 
-def table(lab_dir: Path) -> str:
+def table(node_rows: list[dict[str, Any]]) -> str:
+    """`rows()` as aligned text."""
     cols = ["node", "pid", "state", "step", "reward", "peers", "sent", "received", "admitted", "used", "score"]
     lines = [cols]
-    for r in rows(lab_dir):
+    for r in node_rows:
         def f(v: Any, spec: str = "") -> str:
             return "-" if v is None else format(v, spec)
 

@@ -14,6 +14,7 @@ states and step, so the next batch is the one an uninterrupted run would have dr
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import os
 import signal
@@ -36,6 +37,7 @@ from node.tasks import build_tasks
 from node.trainer import Trainer
 
 
+@functools.cache
 def software_version() -> str:
     try:
         return importlib.metadata.version("swarmrl")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,7 @@ def end_of_turn_id(tokenizer) -> int:
     return tokenizer.eos_token_id
 
 
-def wants(task_names: set[str], entry: Any) -> bool:
+def wants(task_names: frozenset[str], entry: Any) -> bool:
     """Fetch an announced group only if we can score it: a dataset we have, or a literal
     question (matched against our prompts when it arrives).  No tasks: fetch nothing."""
     if not task_names:
@@ -63,12 +64,12 @@ def wants(task_names: set[str], entry: Any) -> bool:
 
 
 class Sharing:
-    def __init__(self, cfg: Config, link: Any, policy: Any, tasks: dict, trainer: Trainer) -> None:
+    def __init__(self, cfg: Config, link: Any, policy: Any, tasks: dict, trainer: Trainer, tok_hash: str) -> None:
         self.cfg = cfg
-        self.link = link  # SwarmLink, or any object with publish/drain/report/peer_id/connected
+        self.link = link  # a SwarmLink (tests: an object with the same attributes)
         self.tokenizer = policy.tokenizer
         self.model_id = cfg.model.name
-        self.tok_hash = tokenizer_hash(policy.tokenizer)
+        self.tok_hash = tok_hash
         self.trainer = trainer
         self.stop_id = end_of_turn_id(policy.tokenizer)
         self.examples = [(e.question, e.answer) for e in cfg.tasks.examples]
@@ -77,7 +78,7 @@ class Sharing:
             AdmissionConfig(sw.per_peer_cap, sw.max_age_s, sw.max_version_lag, sw.pool_size),
             tasks, cfg.tasks.rewards, cfg.rollout.max_new_tokens, self._localize, link.peer_id,
         )  # fmt: skip
-        self.totals = {"external_used": 0, "external_filled": 0, "published": 0}
+        self.totals = {"external_used": 0, "external_filled": 0}
 
     @classmethod
     def open(cls, cfg: Config, run_dir: Path, policy: Any, tasks: dict, trainer: Trainer) -> Sharing:
@@ -90,15 +91,12 @@ class Sharing:
             bootstrap=tuple(sw.bootstrap), allowlist_file=sw.allowlist, start_timeout=sw.start_timeout,
             gossip=GossipConfig(inbox_capacity=max(64, sw.pool_size)),
         )  # fmt: skip
-        card = {"model_id": cfg.model.name, "tokenizer_hash": tokenizer_hash(policy.tokenizer),
-                "hardware_class": policy.device.type, "tasks": tuple(sorted(tasks))}  # fmt: skip
-        scorable = set(tasks) if sw.external_groups > 0 else set()  # J = 0: only give, never download
-        want = lambda entry: wants(scorable, entry)  # noqa: E731
-        link = SwarmLink(identity, swarm_cfg, want=want, card_fields=card).start()
-        return cls(cfg, link, policy, tasks, trainer)
-
-    def want(self, entry: Any) -> bool:
-        return wants(set(self.admission.tasks) if self.cfg.swarm.external_groups > 0 else set(), entry)
+        tok_hash = tokenizer_hash(policy.tokenizer)
+        card = {"model_id": cfg.model.name, "tokenizer_hash": tok_hash, "hardware_class": policy.device.type,
+                "tasks": tuple(sorted(tasks))}  # fmt: skip
+        scorable = frozenset(tasks) if sw.external_groups > 0 else frozenset()  # J = 0: only give, never download
+        link = SwarmLink(identity, swarm_cfg, want=partial(wants, scorable), card_fields=card).start()
+        return cls(cfg, link, policy, tasks, trainer, tok_hash)
 
     # -- incoming ----------------------------------------------------------------------------
     def _localize(self, wire: RolloutGroup, prompt: Prompt, origin: str) -> Group:
@@ -143,19 +141,19 @@ class Sharing:
             return
         wire = [to_wire(g, self.cfg.swarm.swarm_id, self.model_id, self.tok_hash, sampling) for g in groups]
         self.link.publish(wire)
-        self.totals["published"] += len(wire)
 
     def status(self) -> dict[str, Any]:
         """Swarm part of the node's status: link state, peers, counters, admission verdicts."""
-        m = dict(getattr(self.link, "last_metrics", {}) or {})
+        link = self.link
+        m = dict(link.last_metrics)
         scores = m.pop("peer_scores", {})
         return {
-            "peer_id": self.link.peer_id,
-            "addresses": list(getattr(getattr(self.link, "peer", None), "addresses", None) or []),
-            "state": getattr(self.link, "state", "unknown"),
-            "last_error": getattr(self.link, "last_error", ""),
+            "peer_id": link.peer_id,
+            "addresses": link.addresses,
+            "state": link.state,
+            "last_error": link.last_error,
             "peers": int(m.get("connected_peers", 0)),
-            "published": self.totals["published"],
+            "published": link.counts["published"],
             "received": int(m.get("admitted_groups", 0)),
             "admitted": self.admission.counts["admitted"],
             "used": self.totals["external_used"],
@@ -163,9 +161,8 @@ class Sharing:
             "verdicts": dict(self.admission.counts),
             "rejections": {k[len("rejected."):]: v for k, v in m.items() if k.startswith("rejected.")},
             "peer_scores": scores,
+            "link": dict(link.counts),  # publish_dropped, call_timeouts, start_failures, ...
         }
 
     def close(self) -> None:
-        stop = getattr(self.link, "stop", None)
-        if stop is not None:
-            stop()
+        self.link.stop()

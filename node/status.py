@@ -9,8 +9,9 @@ the same record over HTTP on `logging.metrics_host` (127.0.0.1 by default):
 
 The record: {"version", "pid", "updated_at", "run_dir", "mode", "model", "step", "steps",
 "policy_version", "reward", "reward_local", "correctness", "step_s", "swarm": {...}} where
-"swarm" (join mode) holds "peer_id", "state", "peers", "published", "received", "admitted",
-"used", "filled_locally", "verdicts", "rejections" and "peer_scores".
+"swarm" (join mode) holds "peer_id", "addresses", "state", "last_error", "peers", "published",
+"received", "admitted", "used", "filled_locally", "verdicts", "rejections", "peer_scores" and
+"link" (the link thread's counters).
 """
 
 from __future__ import annotations

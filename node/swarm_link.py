@@ -61,6 +61,10 @@ class SwarmLink:
         return self.identity.peer_id
 
     @property
+    def addresses(self) -> list[str]:
+        return list(self.peer.addresses) if self.peer is not None else []
+
+    @property
     def connected(self) -> bool:
         return self.peer is not None and self.state == "connected"
 

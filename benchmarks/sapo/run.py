@@ -38,6 +38,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from node.procs import group_alive, signal_group  # noqa: E402
+from swarm.testing import wait_for_sync as wait_for  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[2]
 SMALL = ["--d-model", "32", "--n-layer", "1"]  # the small size of the ``mixed`` experiment
 IJ = [(8, 0), (6, 2), (4, 4), (2, 6)]
@@ -85,39 +88,13 @@ class Children:
         for p in self.procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
-        wait_until(lambda: all(not _group_alive(p.pid) for p in self.procs), grace)
-        killed = [p.pid for p in self.procs if _group_alive(p.pid)]
+        wait_for(lambda: all(not group_alive(p.pid) for p in self.procs), grace)
+        killed = [p.pid for p in self.procs if group_alive(p.pid)]
         for pid in killed:
-            _signal_group(pid, signal.SIGKILL)
+            signal_group(pid, signal.SIGKILL)
         for p in self.procs:
             p.wait(10)
         return killed
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def wait_until(predicate: Any, timeout: float, interval: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -161,7 +138,7 @@ def run_one(label: str, seed: int, agents: list[list[str]], args: argparse.Names
         boot = kids.start([sys.executable, "-m", "node.cli", "bootstrap", "--backend", "hivemind", "--host",
                            "127.0.0.1", "--swarm-id", swarm_id, "--address-file", str(d / "boot.addr")],
                           d / "boot.log")  # fmt: skip
-        if not wait_until(lambda: (d / "boot.addr").exists() or boot.poll() is not None, 90):
+        if not wait_for(lambda: (d / "boot.addr").exists() or boot.poll() is not None, 90):
             raise RuntimeError(f"bootstrap did not start; see {d / 'boot.log'}")
         addrs = (d / "boot.addr").read_text().split()
         procs = []
@@ -179,13 +156,13 @@ def run_one(label: str, seed: int, agents: list[list[str]], args: argparse.Names
                 raise RuntimeError(f"agents {dead} exited early; see {d}/agent*.log")
             return all((d / f"agent{k}.{suffix}").exists() for k in range(len(procs)))
 
-        if not wait_until(lambda: all_have("ready"), 180):
+        if not wait_for(lambda: all_have("ready"), 180):
             raise RuntimeError("agents not ready in 180 s")
         (d / "go").touch()
-        if not wait_until(lambda: all_have("json"), args.run_timeout, interval=1.0):
+        if not wait_for(lambda: all_have("json"), args.run_timeout, interval=1.0):
             raise RuntimeError(f"run exceeded {args.run_timeout} s")
         (d / "stop").touch()
-        wait_until(lambda: all(p.poll() is not None for p in procs), 20)
+        wait_for(lambda: all(p.poll() is not None for p in procs), 20)
         out = collect(d, agents)
         return {"seed": seed, "wall_s": time.monotonic() - t0, "agents": out}
     finally:

@@ -20,20 +20,11 @@ from typing import Any
 
 import pytest
 
+from node.procs import group_alive  # noqa: F401  (re-exported for the swarm tests)
 from swarm.testing import wait_for_sync as wait_for  # noqa: F401  (re-exported for the swarm tests)
 
 REPO = Path(__file__).resolve().parents[2]
 PEER_SCRIPT = Path(__file__).with_name("peer_proc.py")
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Peer:

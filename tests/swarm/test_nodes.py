@@ -16,39 +16,11 @@ from typing import Any
 
 import pytest
 
+from node.procs import group_members, signal_group
 from swarm.testing import wait_for_sync as wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "node.cli"]
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def kill_group(pid: int) -> None:
-    if group_alive(pid):
-        os.killpg(pid, signal.SIGKILL)
-
-
-def pids_in_groups(pgids: set[int]) -> list[int]:
-    """Processes still alive (not zombies) in any of these process groups."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) in pgids and fields[0] not in ("Z", "X"):
-                out.append(int(entry.name))
-    return out
 
 
 class Procs:
@@ -87,10 +59,10 @@ class Procs:
 
     def close(self) -> None:
         for p in self.started:
-            kill_group(p.pid)
+            signal_group(p.pid, signal.SIGKILL)
             if p.poll() is None:
                 p.wait(10)
-        left = pids_in_groups({p.pid for p in self.started})
+        left = group_members({p.pid for p in self.started})
         assert not left, f"processes survived: {left}"
 
 
@@ -142,7 +114,7 @@ def test_nodes_share_keep_training_alone_and_rejoin(procs):
         assert sw["published"] > 0 and sw["received"] > 0 and sw["verdicts"].get("admitted", 0) > 0
 
     # 2. a crashed node restarts from its checkpoint, with the same identity, and shares again
-    kill_group(nodes[3].pid)
+    signal_group(nodes[3].pid, signal.SIGKILL)
     nodes[3].wait(10)
     peer_id = status(dirs[3])["swarm"]["peer_id"]
     nodes[3] = procs.node(3, address, *other)
@@ -154,8 +126,8 @@ def test_nodes_share_keep_training_alone_and_rejoin(procs):
 
     # 3. every peer and the bootstrap die: node 1 keeps training on local groups alone
     for k in (2, 3):
-        kill_group(nodes[k].pid)
-    kill_group(procs.boot.pid)
+        signal_group(nodes[k].pid, signal.SIGKILL)
+    signal_group(procs.boot.pid, signal.SIGKILL)
     alone_from = status(dirs[1])["step"]
     assert wait_for(lambda: status(dirs[1]).get("step", 0) >= alone_from + 6, 180, interval=0.5), procs.log("node1")
     assert nodes[1].poll() is None
@@ -186,13 +158,13 @@ def test_lab_up_then_down_leaves_no_process_behind(tmp_path, procs):
         table = subprocess.run(CLI + ["lab", "status", "--dir", str(lab_dir)], cwd=REPO, capture_output=True,
                                text=True, timeout=60).stdout  # fmt: skip
         assert "node1" in table and "running" in table
-        assert pids_in_groups(pgids)
+        assert group_members(pgids)
         down = subprocess.run(CLI + ["lab", "down", "--dir", str(lab_dir)], cwd=REPO, capture_output=True, text=True,
                               timeout=120)  # fmt: skip
         assert down.returncode == 0 and down.stdout.count("stopped") == 3, down.stdout + down.stderr
-        assert pids_in_groups(pgids) == []
+        assert group_members(pgids) == []
         for k in (1, 2):  # stopped with SIGINT: each saved a checkpoint of its last step
             assert (lab_dir / f"node{k}" / "checkpoints" / f"step_{status(lab_dir / f'node{k}')['step']:08d}").is_dir()
     finally:
         for pgid in pgids:
-            kill_group(pgid)
+            signal_group(pgid, signal.SIGKILL)

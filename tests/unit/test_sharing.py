@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ import node.swarm_link
 from node.exchange import to_local, to_wire, tokenizer_hash
 from node.node import Node
 from node.rollout.base import Completion, Group, SamplingParams
+from node.sharing import wants
 from protocol import Completion as WireCompletion
 from protocol import Identity, RolloutGroup, TaskRef, sign_group
 from protocol import SamplingParams as WireSampling
@@ -28,7 +30,8 @@ class FakeLink:
 
     def __init__(self, identity, config, want=None, card_fields=None):
         self.identity, self.want = identity, want
-        self.connected, self.state, self.last_error = True, "connected", ""
+        self.connected, self.state, self.last_error, self.addresses = True, "connected", "", ["/ip4/127.0.0.1/tcp/1"]
+        self.counts: Counter[str] = Counter()
         self.inbox: list[InboxItem] = []
         self.published: list[RolloutGroup] = []
         self.reports: list[tuple[str, str]] = []
@@ -41,6 +44,7 @@ class FakeLink:
 
     def publish(self, groups):
         self.published += groups
+        self.counts["published"] += len(groups)
 
     def drain(self, n):
         out, self.inbox = self.inbox[:n], self.inbox[n:]
@@ -87,6 +91,8 @@ def test_trains_on_local_plus_admitted_peer_groups(join_node):
     published = node.sharing.link.published
     assert len(published) == node.cfg.rollout.prompts_per_step  # ours only, never the peer's
     assert all(g.model_id == "tiny" and g.tokenizer_hash == node.sharing.tok_hash for g in published)
+    status = node.sharing.status()
+    assert status["published"] == len(published) and status["used"] == 2 and status["verdicts"] == {"admitted": 3}
 
 
 def test_peer_text_is_retokenized_and_scored_by_our_policy(join_node):
@@ -143,7 +149,6 @@ def test_tokenizer_hash_tells_tokenizers_apart(join_node):
     from transformers import AutoTokenizer
 
     tok = join_node.policy.tokenizer
-    assert tokenizer_hash(tok) == tokenizer_hash(tok)
     other = AutoTokenizer.from_pretrained(join_node.policy.model.name_or_path)
     assert tokenizer_hash(other) == tokenizer_hash(tok)  # same files, same hash
     other.add_tokens(["<extra>"])
@@ -204,9 +209,14 @@ def test_a_peer_with_another_model_and_tokenizer_is_retokenized(join_node, tiny_
 
 
 def test_fetches_only_tasks_it_can_score(join_node):
+    from functools import partial
     from types import SimpleNamespace
 
-    want = join_node.sharing.want
-    assert want(SimpleNamespace(item=SimpleNamespace(task="basic_arithmetic")))
-    assert want(SimpleNamespace(item=SimpleNamespace(task="question")))  # literal questions: matched on arrival
-    assert not want(SimpleNamespace(item=SimpleNamespace(task="chess_puzzles")))
+    def entry(task):
+        return SimpleNamespace(item=SimpleNamespace(task=task))
+
+    want = join_node.sharing.link.want  # what the node handed to the swarm layer
+    assert want(entry("basic_arithmetic"))
+    assert want(entry("question"))  # literal questions: matched against our prompts on arrival
+    assert not want(entry("chess_puzzles"))
+    assert not partial(wants, frozenset())(entry("basic_arithmetic"))  # J = 0: downloads nothing
