@@ -7,19 +7,37 @@ file and the directory are fsynced, and only then renamed into place: a `kill -9
 moment leaves either the previous complete checkpoint or the new one, never a torn one.
 
 Loading reads and verifies everything (manifest, checksums, parameter names and shapes,
-optimizer groups) before touching the live model, so a corrupt or incompatible checkpoint is
-refused with a `CheckpointError` and never half-loaded.
+optimizer groups, component state) before touching the live model, so a corrupt or
+incompatible checkpoint is refused with a `CheckpointError` and never half-loaded.
+
+Component state: `save(..., components={"sampler": {...}, ...})` stores each named
+component's `state_dict()` in `components.pt` (plain containers and tensors only, read back
+with `weights_only=True`, so loading never unpickles code) and `load` returns it in
+`Restored.components`; a checkpoint written without components restores `{}`.
+
+Falling back: `load_latest` tries the checkpoints newest to oldest.  One that is corrupt
+(no or garbage manifest, a missing file, a checksum mismatch, a file that fails to parse) is
+skipped with a warning, reported in `Restored.skipped`, and, once an older one has loaded,
+renamed to `corrupt-step_XXXXXXXX` so that it is kept for inspection but never counted again.
+One that is *incompatible* (another model, another format) is not skipped: an older one of
+the same run would be incompatible too, and training on from step 0 would hide the mistake.
+If none is good the error names every file and why.
+
+Deleting is crash-safe too: a directory is first renamed to `.del-step_...` (atomic) and only
+then removed, so a kill -9 mid-delete never leaves a half-deleted `step_...` that still holds
+its manifest; leftovers are removed by the next save.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import random
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +46,20 @@ from safetensors.torch import load_file, save_file
 
 FORMAT_VERSION = 1
 PREFIX = "step_"
+COMPONENTS_FILE = "components.pt"
+DELETING = ".del-"  # a directory being removed: never a checkpoint
+CORRUPT = "corrupt-"  # a checkpoint that failed to load and was set aside by load_latest
+REQUIRED = ("model.safetensors", "optimizer.pt", "rng.pt", "state.json", "config.yaml")
+
+log = logging.getLogger(__name__)
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint cannot be used; the message names the file and the reason."""
+
+
+class IncompatibleCheckpoint(CheckpointError):
+    """A sound checkpoint that does not fit this model or this code: no fallback helps."""
 
 
 @dataclass
@@ -39,6 +67,8 @@ class Restored:
     step: int
     policy_version: int
     path: Path
+    components: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> its state_dict()
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # newer corrupt ones: (dir, reason)
 
 
 def _sha256(path: Path) -> str:
@@ -87,6 +117,37 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+_PLAIN = (bool, int, float, str, type(None), torch.Tensor)
+
+
+def _check_plain(value: Any, where: str) -> None:
+    """Refuse, before anything is written, what `torch.load(weights_only=True)` would refuse."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, (str, int)):
+                raise TypeError(
+                    f"{where}: key {k!r} is a {type(k).__name__}, only str and int keys are stored"
+                )
+            _check_plain(v, f"{where}[{k!r}]")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_plain(v, f"{where}[{i}]")
+    elif not isinstance(value, _PLAIN):
+        raise TypeError(
+            f"{where} is a {type(value).__name__}: component state holds only dicts, lists, tuples, "
+            "ints, floats, strings, bools, None and tensors"
+        )
+
+
+def _remove(path: Path) -> None:
+    """Delete a directory so that no crash leaves a half-deleted one under its old name."""
+    doomed = path.with_name(f"{DELETING}{path.name}-{os.getpid()}")
+    shutil.rmtree(doomed, ignore_errors=True)
+    os.rename(path, doomed)
+    _fsync(path.parent)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
 def save(
     ckpt_dir: Path,
     step: int,
@@ -96,8 +157,18 @@ def save(
     config_yaml: str,
     model_name: str,
     keep: int,
+    components: dict[str, dict[str, Any]] | None = None,
 ) -> Path:
-    """Write checkpoint `step` atomically, then keep only the newest `keep`."""
+    """Write checkpoint `step` atomically, then keep only the newest `keep`.
+
+    `components` maps a name to that component's `state_dict()`; see the module docstring.
+    """
+    for name, state in (components or {}).items():
+        if not isinstance(name, str) or not isinstance(state, dict):
+            raise TypeError(
+                f"components[{name!r}] must be a dict under a str name, got {type(state).__name__}"
+            )
+        _check_plain(state, f"components[{name!r}]")
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     final = ckpt_dir / f"{PREFIX}{step:08d}"
     tmp = ckpt_dir / f".tmp-{PREFIX}{step:08d}-{os.getpid()}"
@@ -107,6 +178,8 @@ def save(
     save_file(tensors, str(tmp / "model.safetensors"))
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(rng_state(), tmp / "rng.pt")
+    if components:
+        torch.save(components, tmp / COMPONENTS_FILE)
     state = {
         "format": FORMAT_VERSION,
         "step": step,
@@ -124,23 +197,29 @@ def save(
         _fsync(p)
     _fsync(tmp)
     if final.exists():
-        shutil.rmtree(final)
+        _remove(final)
     os.rename(tmp, final)
     _fsync(ckpt_dir)
     for old in list_checkpoints(ckpt_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-    for stale in ckpt_dir.glob(f".tmp-{PREFIX}*"):  # left by a killed writer
+        _remove(old)
+    for stale in [*ckpt_dir.glob(f".tmp-{PREFIX}*"), *ckpt_dir.glob(f"{DELETING}*")]:  # left by a kill -9
         if stale != tmp:
             shutil.rmtree(stale, ignore_errors=True)
     return final
 
 
-def list_checkpoints(ckpt_dir: Path) -> list[Path]:
-    """Complete checkpoints (with a manifest), oldest first."""
+def _step_dirs(ckpt_dir: Path) -> list[Path]:
+    """Every `step_XXXXXXXX` directory, complete or not, oldest first."""
     if not ckpt_dir.is_dir():
         return []
-    done = [p for p in ckpt_dir.glob(f"{PREFIX}*") if (p / "MANIFEST.json").is_file()]
-    return sorted(done, key=lambda p: p.name)
+    found = [p for p in ckpt_dir.iterdir() if p.name.startswith(PREFIX) and p.name[len(PREFIX) :].isdigit()]
+    return sorted((p for p in found if p.is_dir()), key=lambda p: p.name)
+
+
+def list_checkpoints(ckpt_dir: Path) -> list[Path]:
+    """Complete checkpoints (with a manifest), oldest first.  Directories being written
+    (`.tmp-`), being deleted (`.del-`) or set aside as corrupt (`corrupt-`) never count."""
+    return [p for p in _step_dirs(ckpt_dir) if (p / "MANIFEST.json").is_file()]
 
 
 def latest(ckpt_dir: Path) -> Path | None:
@@ -154,22 +233,33 @@ def verify(path: Path) -> dict[str, Any]:
     if not manifest_path.is_file():
         raise CheckpointError(f"{path}: not a complete checkpoint (no MANIFEST.json)")
     try:
-        manifest = json.loads(manifest_path.read_text())
+        manifest = json.loads(manifest_path.read_bytes())
         files = manifest["files"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        if not isinstance(files, dict) or not all(isinstance(d, str) for d in files.values()):
+            raise TypeError("'files' is not a map of names to digests")
+    except (ValueError, KeyError, TypeError) as e:  # ValueError: bad JSON or bad UTF-8
         raise CheckpointError(f"{manifest_path}: unreadable manifest ({e})") from None
     if manifest.get("format") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format {manifest.get('format')} != supported {FORMAT_VERSION}")
-    for name in ("model.safetensors", "optimizer.pt", "rng.pt", "state.json", "config.yaml"):
+        raise IncompatibleCheckpoint(
+            f"{path}: checkpoint format {manifest.get('format')} != supported {FORMAT_VERSION}"
+        )
+    for name in REQUIRED:
         if name not in files:
             raise CheckpointError(f"{path}: manifest lacks {name}")
     for name, digest in files.items():
+        if Path(name).name != name or name in (".", ".."):
+            raise CheckpointError(f"{manifest_path}: names a file outside the checkpoint: {name!r}")
         f = path / name
         if not f.is_file():
             raise CheckpointError(f"{f}: missing")
         if _sha256(f) != digest:
             raise CheckpointError(f"{f}: checksum mismatch, the file is corrupt")
-    return json.loads((path / "state.json").read_text())
+    try:
+        state = json.loads((path / "state.json").read_bytes())
+        int(state["step"]), int(state["policy_version"]), state["model_name"], dict(state["aliases"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{path / 'state.json'}: unreadable ({type(e).__name__}: {e})") from None
+    return state
 
 
 def load(
@@ -179,7 +269,7 @@ def load(
     path = Path(path)
     state = verify(path)
     if model_name is not None and state["model_name"] != model_name:
-        raise CheckpointError(
+        raise IncompatibleCheckpoint(
             f"{path}: incompatible, it holds model {state['model_name']!r} but the config asks for {model_name!r}"
         )
     try:
@@ -188,6 +278,7 @@ def load(
             tensors[alias] = tensors[src]
         opt_state = torch.load(path / "optimizer.pt", weights_only=True) if optimizer is not None else None
         rng = torch.load(path / "rng.pt", weights_only=True) if optimizer is not None else None
+        components = _load_components(path)
     except Exception as e:  # a checksummed file that still fails to parse: refuse it
         raise CheckpointError(f"{path}: cannot read ({type(e).__name__}: {e})") from None
     expected = model.state_dict()
@@ -195,17 +286,78 @@ def load(
     unexpected = sorted(set(tensors) - set(expected))
     bad_shape = [k for k in expected if k in tensors and tensors[k].shape != expected[k].shape]
     if missing or unexpected or bad_shape:
-        raise CheckpointError(
+        raise IncompatibleCheckpoint(
             f"{path}: incompatible with this model (missing {missing[:3]}, unexpected {unexpected[:3]}, "
             f"shape mismatch {bad_shape[:3]})"
         )
     if opt_state is not None and optimizer is not None:
         groups = [len(g["params"]) for g in opt_state["param_groups"]]
         if groups != [len(g["params"]) for g in optimizer.param_groups]:
-            raise CheckpointError(f"{path}: optimizer state has param groups {groups}, this model differs")
+            raise IncompatibleCheckpoint(
+                f"{path}: optimizer state has param groups {groups}, this model differs"
+            )
     with torch.no_grad():
         model.load_state_dict(tensors, strict=True)
     if opt_state is not None and optimizer is not None:
         optimizer.load_state_dict(opt_state)
         set_rng_state(rng)
-    return Restored(step=int(state["step"]), policy_version=int(state["policy_version"]), path=path)
+    return Restored(
+        step=int(state["step"]), policy_version=int(state["policy_version"]), path=path, components=components
+    )
+
+
+def _load_components(path: Path) -> dict[str, dict[str, Any]]:
+    listed = json.loads((path / "MANIFEST.json").read_bytes())["files"]  # verified already
+    if COMPONENTS_FILE not in listed:  # written without components, or before they existed
+        return {}
+    f = path / COMPONENTS_FILE
+    components = torch.load(f, weights_only=True, map_location="cpu")
+    if not isinstance(components, dict) or not all(isinstance(v, dict) for v in components.values()):
+        raise TypeError(f"{COMPONENTS_FILE} does not map names to state dicts")
+    return components
+
+
+def load_latest(
+    ckpt_dir: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    model_name: str | None = None,
+) -> Restored | None:
+    """Load the newest good checkpoint in `ckpt_dir`, falling back past corrupt ones.
+
+    None when there is no `step_*` directory at all.  Each corrupt one newer than the one
+    loaded is logged, listed in `Restored.skipped` and renamed `corrupt-step_...`.  Raises
+    `IncompatibleCheckpoint` at once for a sound checkpoint that does not fit, and a
+    `CheckpointError` naming every directory and its fault when none is good.
+    """
+    ckpt_dir = Path(ckpt_dir)
+    candidates = _step_dirs(ckpt_dir)
+    if not candidates:
+        return None
+    skipped: list[tuple[Path, str]] = []
+    for path in reversed(candidates):
+        try:
+            restored = load(path, model, optimizer, model_name)
+        except IncompatibleCheckpoint:
+            raise
+        except CheckpointError as e:
+            log.warning("checkpoint %s is corrupt, trying an older one: %s", path.name, e)
+            skipped.append((path, str(e)))
+            continue
+        for bad, _ in skipped:
+            _set_aside(bad)
+        restored.skipped = skipped
+        return restored
+    faults = "\n".join(f"  {p}: {why}" for p, why in skipped)
+    raise CheckpointError(f"no good checkpoint in {ckpt_dir}; every one is corrupt:\n{faults}")
+
+
+def _set_aside(path: Path) -> None:
+    """Rename a corrupt checkpoint out of the way, keeping it for whoever investigates."""
+    target = path.with_name(f"{CORRUPT}{path.name}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{CORRUPT}{path.name}.{n}")
+    os.rename(path, target)
+    _fsync(path.parent)
