@@ -4,6 +4,7 @@ progress display (rich on a terminal, plain lines otherwise)."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -28,15 +29,36 @@ class MetricsLog:
                 self._tb = None
 
     def _truncate_after(self, step: int) -> None:
-        """On resume, drop lines of steps that the restored checkpoint does not contain."""
+        """On resume, drop lines of steps that the restored checkpoint does not contain.
+
+        Crash-safe: the kept lines go to a temporary file that is fsynced and then renamed over
+        the old one (and the directory fsynced), so a kill -9 at any moment leaves either the
+        old file or the new one, never a short one.
+        """
+        for stale in self.path.parent.glob(f".{self.path.name}.tmp-*"):  # left by a kill -9 here
+            stale.unlink(missing_ok=True)
+        old = self.path.read_bytes()
         kept = []
-        for line in self.path.read_text().splitlines():
+        for line in old.splitlines():
             try:
                 if json.loads(line).get("step", 0) <= step:
-                    kept.append(line)
-            except json.JSONDecodeError:
-                continue  # a line torn by a crash
-        self.path.write_text("".join(k + "\n" for k in kept))
+                    kept.append(line + b"\n")
+            except (ValueError, AttributeError):
+                continue  # a line torn by a crash, or not a record
+        new = b"".join(kept)
+        if new == old:
+            return
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        with open(tmp, "wb") as f:
+            f.write(new)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
     def write(self, step: int, metrics: dict[str, Any]) -> None:
         record = {"step": step, "time": time.time(), **metrics}
