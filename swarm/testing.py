@@ -2,13 +2,16 @@
 
 * `synthetic_group`: a valid unsigned RolloutGroup of about `size` bytes;
 * `wait_for`: poll a predicate until true or a deadline (tests never assert after a fixed sleep);
-* `Fault`: the hostile behaviours the conformance suite injects.
+* `Fault`: the hostile behaviours the conformance suite injects;
+* `proc_usage`: a process's RSS, CPU time and open files from /proc (chaos and soak benchmarks).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
+import os
 import time
 from collections.abc import Awaitable, Callable
 
@@ -71,3 +74,35 @@ async def wait_for(
         if loop.time() >= deadline:
             return False
         await asyncio.sleep(interval)
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcUsage:
+    """One process's footprint, read from /proc (Linux)."""
+
+    pid: int
+    name: str  # /proc/PID/comm: "python", "p2pd", ...
+    rss_kb: int  # resident set size now (VmRSS)
+    peak_rss_kb: int  # high-water mark of the resident set (VmHWM)
+    cpu_s: float  # user + system CPU seconds used so far
+    fds: int  # open file descriptors (entries of /proc/PID/fd)
+
+
+def proc_usage(pid: int) -> ProcUsage | None:
+    """The process's usage now, or None once it is gone (or a zombie)."""
+    base = f"/proc/{pid}"
+    try:
+        with open(f"{base}/stat") as f:
+            comm_end = (stat := f.read()).rindex(")")
+        fields = stat[comm_end + 2 :].split()
+        if fields[0] in ("Z", "X"):
+            return None
+        with open(f"{base}/status") as f:
+            kv = dict(line.split(":", 1) for line in f if ":" in line)
+        fds = len(os.listdir(f"{base}/fd"))
+    except (OSError, ValueError):
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    kb = lambda key: int(kv.get(key, "0 kB").split()[0])  # noqa: E731
+    return ProcUsage(pid=pid, name=stat[stat.index("(") + 1 : comm_end], rss_kb=kb("VmRSS"), peak_rss_kb=kb("VmHWM"),
+                     cpu_s=(int(fields[11]) + int(fields[12])) / ticks, fds=fds)  # fmt: skip
