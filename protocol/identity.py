@@ -13,6 +13,13 @@ for private keys (stricter than "not group/other-readable": a group-writable key
 `to_libp2p_private_key()` gives the protobuf-marshalled private key in the libp2p spec's form
 (Data = seed || public key, 64 bytes), which go-libp2p daemons read (hivemind's p2pd `-id`
 file).  py-libp2p 0.8 instead wants the bare 32-byte seed: use `private_seed()` for it.
+
+Verification is RFC 8032 strict (section 5.1.7 decoding rules, plus what "Taming the many
+EdDSAs", Chalkias et al. 2020, calls strong unforgeability).  Before `cryptography` sees a key or
+signature, a pure check on the encodings refuses: a point whose y is not below p (non-canonical);
+one of the eight points of order dividing 8, as a public key or as R; and S >= L.  Without it
+the peer id whose key is the identity point accepts the signature `01 00..00` on any message,
+since [0]B = R + [k]A holds when R and A are both the identity.
 """
 
 from __future__ import annotations
@@ -32,6 +39,16 @@ _PUBKEY_PROTO_PREFIX = bytes([0x08, 0x01, 0x12, 0x20])  # Type=Ed25519(1), Data=
 _PRIVKEY_PROTO_PREFIX = bytes([0x08, 0x01, 0x12, 0x40])  # Type=Ed25519(1), Data=bytes(64): seed||public
 _IDENTITY_MULTIHASH_PREFIX = bytes([0x00, 0x24])  # identity hash code, digest length 36
 PEER_ID_LENGTH = 52  # base58 length of every Ed25519 peer id
+
+# edwards25519 (RFC 8032 section 5.1): field prime p and prime group order L.
+_P = 2**255 - 19
+_L = 2**252 + 27742317777372353535851937790883648493
+# y of the eight points of order dividing 8: identity (1), order 2 (p - 1), order 4 (0, both
+# signs of x), order 8 (Y8 and p - Y8, both signs of x).  Checking y, sign bit ignored, also
+# catches the non-canonical "x = 0 with the sign bit set" encodings of the first two.
+_Y8 = 0x7A03AC9277FDC74EC6CC392CFA53202A0F67100D760B3CBA4FD84D3D706A17C7
+_SMALL_ORDER_Y = frozenset({1, _P - 1, 0, _Y8, _P - _Y8})
+_Y_MASK = (1 << 255) - 1  # the top bit of an encoded point is the sign of x
 
 
 class IdentityError(Exception):
@@ -69,11 +86,27 @@ def peer_id_from_public_key(public_key: bytes) -> str:
     return b58encode(_IDENTITY_MULTIHASH_PREFIX + _PUBKEY_PROTO_PREFIX + public_key)
 
 
+def strict_point(encoding: bytes) -> bool:
+    """True for a canonical encoding (y < p) of a point that is not of small order."""
+    y = int.from_bytes(encoding, "little") & _Y_MASK
+    return len(encoding) == 32 and y < _P and y not in _SMALL_ORDER_Y
+
+
+def strict_signature(signature: bytes) -> bool:
+    """True when R is a strict point and S < L (the encodings only; not the equation)."""
+    return (
+        len(signature) == 64
+        and strict_point(signature[:32])
+        and int.from_bytes(signature[32:], "little") < _L
+    )
+
+
 def public_key_from_peer_id(peer_id: str) -> bytes:
     """Raw 32-byte Ed25519 public key inside a peer id; IdentityError for anything else.
 
     Only inline (identity-multihash) Ed25519 ids are accepted: an RSA or sha256-multihash id does
-    not carry its key, so a receiver could not verify the sender from the id alone.
+    not carry its key, so a receiver could not verify the sender from the id alone.  A key that
+    is non-canonical or of small order is refused (see the module docstring).
     """
     if len(peer_id) != PEER_ID_LENGTH:
         raise IdentityError(f"peer id must be {PEER_ID_LENGTH} base58 chars, got {len(peer_id)}")
@@ -81,7 +114,10 @@ def public_key_from_peer_id(peer_id: str) -> bytes:
     prefix = _IDENTITY_MULTIHASH_PREFIX + _PUBKEY_PROTO_PREFIX
     if len(raw) != len(prefix) + 32 or not raw.startswith(prefix):
         raise IdentityError("peer id is not an identity-multihash Ed25519 key")
-    return raw[len(prefix) :]
+    key = raw[len(prefix) :]
+    if not strict_point(key):
+        raise IdentityError("peer id holds a small-order or non-canonical Ed25519 key")
+    return key
 
 
 @functools.lru_cache(maxsize=4096)
@@ -93,10 +129,14 @@ def verify(peer_id: str, signature: bytes, data: bytes) -> bool:
     """True when `signature` is `peer_id`'s Ed25519 signature of `data`.
 
     Raises IdentityError when `peer_id` is not a valid Ed25519 peer id.  Parsed keys are cached
-    (4096 peers) because every frame from a peer needs the same key.
+    (4096 peers) because every frame from a peer needs the same key.  A signature with a
+    non-canonical or small-order R, or S >= L, is False before any curve arithmetic.
     """
     try:
-        _verifier(peer_id).verify(signature, data)
+        verifier = _verifier(peer_id)
+        if not strict_signature(signature):
+            return False
+        verifier.verify(signature, data)
     except InvalidSignature:
         return False
     except ValueError as exc:  # not a valid curve point

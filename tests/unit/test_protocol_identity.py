@@ -125,3 +125,85 @@ def test_key_file_garbage_and_missing(tmp_path: os.PathLike[str]) -> None:
     os.close(fd)
     with pytest.raises(IdentityError, match="not an unencrypted PEM"):
         load_key_file(path)
+
+
+# -- RFC 8032 strict verification ------------------------------------------------------------
+# The eight points of order dividing 8 on edwards25519 (the 8-torsion), canonical encodings.
+# These are the well-known small-order encodings (libsodium's small-order blocklist, and
+# "Taming the many EdDSAs", Chalkias et al. 2020, section 4); `_times_8` below re-derives them.
+SMALL_ORDER_POINTS = {
+    "identity (order 1)": "0100000000000000000000000000000000000000000000000000000000000000",
+    "order 2": "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    "order 4, +x": "0000000000000000000000000000000000000000000000000000000000000000",
+    "order 4, -x": "0000000000000000000000000000000000000000000000000000000000000080",
+    "order 8 (a)": "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+    "order 8 (b)": "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+    "order 8 (c)": "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+    "order 8 (d)": "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+}
+NON_CANONICAL_POINTS = {
+    "y = p (encodes 0)": "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    "y = p + 1 (encodes 1)": "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    "identity with x sign set": "0100000000000000000000000000000000000000000000000000000000000080",
+    "order 2 with x sign set": "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+}
+ED_P = 2**255 - 19
+ED_L = 2**252 + 27742317777372353535851937790883648493
+ED_D = -121665 * pow(121666, -1, ED_P) % ED_P
+
+
+def _times_8(encoding: bytes) -> tuple[int, int]:
+    """8 * P in affine coordinates, by decompressing (RFC 8032 5.1.3) and doubling three times."""
+    y = int.from_bytes(encoding, "little") & ((1 << 255) - 1)
+    u = (y * y - 1) * pow(ED_D * y * y + 1, -1, ED_P) % ED_P
+    x = pow(u, (ED_P + 3) // 8, ED_P)
+    if x * x % ED_P != u:
+        x = x * pow(2, (ED_P - 1) // 4, ED_P) % ED_P
+    assert x * x % ED_P == u, "not on the curve"
+    if x & 1 != encoding[31] >> 7:
+        x = ED_P - x
+    for _ in range(3):
+        t = ED_D * x * x * y * y
+        x, y = (2 * x * y * pow(1 + t, -1, ED_P) % ED_P, (y * y + x * x) * pow(1 - t, -1, ED_P) % ED_P)
+    return x, y
+
+
+def test_the_eight_vectors_are_exactly_the_8_torsion() -> None:
+    points = {bytes.fromhex(h) for h in SMALL_ORDER_POINTS.values()}
+    assert len(points) == 8
+    for p in points:
+        assert _times_8(p) == (0, 1)  # 8P is the identity: order divides 8
+
+
+@pytest.mark.parametrize("name", [*SMALL_ORDER_POINTS, *NON_CANONICAL_POINTS])
+def test_small_order_and_non_canonical_keys_refused(name: str) -> None:
+    key = bytes.fromhex({**SMALL_ORDER_POINTS, **NON_CANONICAL_POINTS}[name])
+    peer_id = peer_id_from_public_key(key)
+    with pytest.raises(IdentityError, match="small-order or non-canonical"):
+        public_key_from_peer_id(peer_id)
+    with pytest.raises(IdentityError):
+        verify(peer_id, bytes.fromhex(SMALL_ORDER_POINTS["identity (order 1)"]) + bytes(32), b"any message")
+
+
+def test_identity_key_forgery_refused() -> None:
+    # With A = R = identity and S = 0, [S]B = R + [k]A holds for every message: a universal forgery.
+    peer_id = peer_id_from_public_key(bytes.fromhex(SMALL_ORDER_POINTS["identity (order 1)"]))
+    forged = bytes.fromhex("01" + "00" * 63)
+    for message in [b"", b"swarmrl/envelope\x00anything", os.urandom(100)]:
+        with pytest.raises(IdentityError):
+            verify(peer_id, forged, message)
+
+
+@pytest.mark.parametrize("name", [*SMALL_ORDER_POINTS, *NON_CANONICAL_POINTS])
+def test_small_order_or_non_canonical_r_refused(name: str) -> None:
+    r = bytes.fromhex({**SMALL_ORDER_POINTS, **NON_CANONICAL_POINTS}[name])
+    for s in [0, 1, ED_L - 1]:
+        assert not verify(RFC_PEER_ID, r + s.to_bytes(32, "little"), b"")
+
+
+def test_signature_with_s_not_below_l_refused() -> None:
+    good = Identity.from_seed(RFC_SEED).sign(b"m")
+    s = int.from_bytes(good[32:], "little")
+    assert verify(RFC_PEER_ID, good, b"m")
+    malleated = good[:32] + (s + ED_L).to_bytes(32, "little")  # the same point equation, S >= L
+    assert not verify(RFC_PEER_ID, malleated, b"m")

@@ -129,6 +129,32 @@ def test_wrong_key_rejected(clock: Clock) -> None:
     rejected(chain(clock).check(frame), RejectReason.BAD_SIGNATURE)
 
 
+IDENTITY_POINT = bytes([1]) + bytes(31)  # the neutral element of edwards25519, as a public key
+UNIVERSAL_SIGNATURE = bytes([1]) + bytes(63)  # R = identity, S = 0: verifies under it on any message
+
+
+def test_identity_key_forgery_refused_and_nobody_blamed(clock: Clock) -> None:
+    from protocol import peer_id_from_public_key
+
+    forger = peer_id_from_public_key(IDENTITY_POINT)
+    header_bytes, _ = msgpack.unpackb(frame_of(group()))
+    header = msgpack.unpackb(header_bytes, raw=False)
+    header["s"] = forger
+    raw = msgpack.packb(header, use_bin_type=True)
+    frame = msgpack.packb([raw, UNIVERSAL_SIGNATURE], use_bin_type=True)
+    ch = chain(clock)
+    r = rejected(ch.check(frame), RejectReason.BAD_PEER_ID)
+    assert r.peer is None and ch.counter.peers() == []
+
+
+def test_group_signed_by_the_identity_key_refused(clock: Clock) -> None:
+    from protocol import compute_group_id, peer_id_from_public_key
+
+    g = dataclasses.replace(group(), origin=peer_id_from_public_key(IDENTITY_POINT))
+    g = dataclasses.replace(g, group_id=compute_group_id(g), origin_signature=UNIVERSAL_SIGNATURE)
+    rejected(chain(clock).check(frame_of(g)), RejectReason.BAD_ORIGIN_SIGNATURE)
+
+
 def test_sender_that_is_no_peer_id_rejected(clock: Clock) -> None:
     frame = resign(frame_of(group()), lambda h: h.update(s="QmNotAnEd25519PeerId"), MALLORY)
     rejected(chain(clock).check(frame), RejectReason.BAD_PEER_ID)
