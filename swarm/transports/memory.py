@@ -11,6 +11,10 @@ Used by unit tests and by the large-swarm simulation, so it is kept cheap: a mes
 * `crash(peer_id)`: the peer silently stops sending and answering (its handlers are never
   called again); requests to it fail with `PeerUnreachable`.
 
+A request handler that raises (a ban, a rate limit, a refused frame) makes the caller's
+`request` raise `PeerUnreachable`, as the real transports do: the exception never crosses
+peers, so tests see the same errors production does.
+
 Topology: with `degree=None` every peer neighbours every other (small tests); with
 `degree=D` a joining peer links to D random earlier peers (both directions), giving the sparse
 random graph a real swarm has, so `propagates` is False and gossip relays.
@@ -213,7 +217,11 @@ class MemoryTransport:
             await asyncio.sleep(hub.delay(len(data)))
             if lost or peer_id in hub.crashed:
                 await asyncio.Event().wait()  # never answered: the caller's timeout fires
-            answer = await handler(self.own_id, data)
+            try:
+                answer = await handler(self.own_id, data)
+            except Exception as e:  # a refusal travels back as an error, as on libp2p and hivemind
+                await asyncio.sleep(hub.delay(0))
+                raise PeerUnreachable(f"{peer_id} refused {protocol}: {e!r}") from e
             hub.count(peer_id, len(answer))
             await asyncio.sleep(hub.delay(len(answer)))
             return answer
