@@ -31,7 +31,8 @@ class RejectReason(str, Enum):
     FUTURE = "future"  # timestamp further ahead than the allowed clock skew
     BAD_PEER_ID = "bad_peer_id"  # sender id is not an Ed25519 libp2p peer id
     BAD_SIGNATURE = "bad_signature"  # envelope signature does not verify under the sender's key
-    REPLAYED = "replayed"  # (sender, nonce) already seen, or too old to prove it was not
+    REPLAYED = "replayed"  # (sender, nonce) already accepted: provably a replay
+    REPLAY_UNPROVEN = "replay_unproven"  # at or below its sender's own replay floor: blamed on nobody
     # -- message checks (validators)
     BAD_GROUP_ID = "bad_group_id"  # group id is not the content hash of the group
     BAD_ORIGIN_SIGNATURE = "bad_origin_signature"  # group's origin signature does not verify

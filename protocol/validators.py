@@ -9,7 +9,8 @@ before anything stateful, integrity before semantics):
     Allowlist            sender on the allowlist (only if one is configured)
     TimestampWindow      sender's clock within [now - max_age, now + max_future]
     SignatureValid       envelope signed by the key the sender id encodes  -> authenticated
-    NotReplayed          (sender, nonce) never seen; recorded once authenticated
+    NotReplayed          (sender, nonce) never seen, above the sender's own floor; recorded
+                         once authenticated (protocol/replay.py)
     decode_message       payload structure, schema and bounds              (codec)
     GroupSwarmMatches    every carried group is for our swarm
     GroupIdMatches       every group id is its content hash
@@ -22,8 +23,10 @@ Blame: every rejection is counted per reason and per peer (`RejectionCounter`) f
 layer's peer scores.  The peer is the transport-authenticated neighbour that delivered the frame
 (`from_peer`), since a relay that forwards junk is at fault; without one it is the envelope
 sender, but only once its signature verified, so nobody can get a third party blamed by
-putting its id on a forged frame.  Because group integrity is checked before consistency, a
-group refused as inconsistent was provably produced that way by its origin.
+putting its id on a forged frame.  A rejection with `blame=False` (`replay_unproven`: a frame
+the replay memory can no longer prove new) is counted but charged to nobody.  Because group
+integrity is checked before consistency, a group refused as inconsistent was provably produced
+that way by its origin.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from protocol.errors import ProtocolError, RejectReason
 from protocol.identity import IdentityError
 from protocol.limits import DEFAULT_LIMITS, Limits
 from protocol.messages import Message, PeerCard, Response, RolloutGroup
+from protocol.replay import NonceCache, Replay
 
 # Per-token checks look only at the most significant byte of each 4-byte value (bytes sliced with
 # a step, mapped through a 256-entry table, searched with memchr): C speed, no object per token.
@@ -74,6 +78,7 @@ ACCEPT = Accept()
 class Reject:
     reason: RejectReason
     detail: str = ""
+    blame: bool = True  # False: counted, but charged to no peer (nobody is provably at fault)
 
 
 Verdict = Accept | Reject
@@ -145,48 +150,23 @@ class SignatureValid:
         return ACCEPT if ok else Reject(RejectReason.BAD_SIGNATURE, f"not signed by {envelope.sender}")
 
 
-class NonceCache:
-    """Bounded memory of recent (sender, nonce) pairs.
-
-    Entries older than the timestamp window are dropped (those frames are refused as EXPIRED
-    anyway).  When the cache is full the oldest entry is evicted and its timestamp becomes a
-    floor: frames at or below the floor are refused, since we can no longer prove they are new.
-    Memory: about 200 bytes an entry, ~13 MB at the default capacity.
-    """
-
-    def __init__(self, capacity: int = 65_536, window_ms: int = 300_000) -> None:
-        self.capacity = capacity
-        self.window_ms = window_ms
-        self.floor_ms = -1
-        self._seen: OrderedDict[bytes, int] = OrderedDict()  # sender||nonce -> timestamp_ms
-
-    def __len__(self) -> int:
-        return len(self._seen)
-
-    def check_and_add(self, sender: str, nonce: bytes, timestamp_ms: int, now_ms: int) -> bool:
-        """True (and remembered) if new; False if seen before or not provably new."""
-        cutoff = now_ms - self.window_ms
-        while self._seen and next(iter(self._seen.values())) < cutoff:
-            self._seen.popitem(last=False)
-        key = sender.encode() + nonce
-        if key in self._seen or timestamp_ms <= self.floor_ms:
-            return False
-        self._seen[key] = timestamp_ms
-        if len(self._seen) > self.capacity:
-            _, evicted_ts = self._seen.popitem(last=False)
-            self.floor_ms = max(self.floor_ms, evicted_ts)
-        return True
-
-
 @dataclass(frozen=True, slots=True)
 class NotReplayed:
+    """(sender, nonce) accepted once.  Per-sender floors: see protocol/replay.py."""
+
     cache: NonceCache
     clock: Callable[[], float] = time.time
 
     def __call__(self, envelope: Envelope) -> Verdict:
         now_ms = int(self.clock() * 1000)
-        if not self.cache.check_and_add(envelope.sender, envelope.nonce, envelope.timestamp_ms, now_ms):
+        seen = self.cache.admit(envelope.sender, envelope.nonce, envelope.timestamp_ms, now_ms)
+        if seen is Replay.SEEN:
             return Reject(RejectReason.REPLAYED, f"nonce {envelope.nonce.hex()} from {envelope.sender}")
+        if seen is Replay.UNPROVEN:  # a replay or a frame overtaken in transit: nobody's fault provably
+            floor = self.cache.floor_ms(envelope.sender)
+            return Reject(
+                RejectReason.REPLAY_UNPROVEN, f"ts {envelope.timestamp_ms} <= floor {floor}", blame=False
+            )
         return ACCEPT
 
 
@@ -346,22 +326,34 @@ class ValidatorChain:
         self.limits = limits
         self.counter = counter if counter is not None else RejectionCounter()
 
-    def check(self, frame: bytes, from_peer: str | None = None) -> Accepted | Rejected:
-        """Validate one frame.  `from_peer`: the transport-authenticated neighbour it came from."""
+    def check(
+        self, frame: bytes, from_peer: str | None = None, *, bind_sender: bool = False
+    ) -> Accepted | Rejected:
+        """Validate one frame.  `from_peer`: the transport-authenticated neighbour it came from.
+
+        `bind_sender`: the envelope must be signed by `from_peer` itself (a link that carries no
+        relayed envelopes).  Checked right after the signature, before the nonce is recorded, so
+        a neighbour that forwards someone else's fresh frame first cannot get that frame's own
+        sender refused as `replayed` when it arrives.
+        """
         blame = from_peer
         try:
             envelope = decode_envelope(frame, self.limits)
             for validator in self.envelope_validators:
                 verdict = validator(envelope)
                 if isinstance(verdict, Reject):
-                    return self._reject(verdict.reason, verdict.detail, blame)
-                if getattr(validator, "authenticates", False) and blame is None:
-                    blame = envelope.sender
+                    return self._reject(verdict.reason, verdict.detail, blame if verdict.blame else None)
+                if getattr(validator, "authenticates", False):
+                    if bind_sender and envelope.sender != from_peer:
+                        detail = f"envelope signed by {envelope.sender}, not by the peer that sent it"
+                        return self._reject(RejectReason.SENDER_MISMATCH, detail, blame)
+                    if blame is None:
+                        blame = envelope.sender
             message = decode_message(envelope, self.limits)
             for check in self.message_validators:
                 verdict = check(envelope, message)
                 if isinstance(verdict, Reject):
-                    return self._reject(verdict.reason, verdict.detail, blame)
+                    return self._reject(verdict.reason, verdict.detail, blame if verdict.blame else None)
         except ProtocolError as exc:
             return self._reject(exc.reason, exc.detail, blame)
         return Accepted(envelope, message)
@@ -378,6 +370,7 @@ def default_chain(
     allowlist: Iterable[str] | None = None,
     window: TimestampWindow | None = None,
     nonce_capacity: int = 65_536,
+    nonce_senders: int = 16_384,
     clock: Callable[[], float] = time.time,
     counter: RejectionCounter | None = None,
 ) -> ValidatorChain:
@@ -389,7 +382,7 @@ def default_chain(
     envelope_validators += [
         window,
         SignatureValid(),
-        NotReplayed(NonceCache(nonce_capacity, window.max_age_ms), clock),
+        NotReplayed(NonceCache(nonce_capacity, window.max_age_ms, nonce_senders), clock),
     ]
     message_validators: list[MessageValidator] = [
         GroupSwarmMatches(swarm_id),

@@ -38,6 +38,7 @@ def _default_penalties() -> dict[str, float]:
         "expired": 2.0,  # clocks drift; replays are caught by nonce anyway
         "future": 2.0,
         "replayed": 5.0,
+        "replay_unproven": 0.0,  # below its sender's own replay floor: maybe just overtaken in transit
         "rate_limited": 1.0,  # charged per dropped message: a 10x flood bans within seconds
         "fetch_failed": 0.5,  # honest peers die too: kept small
         "reward_mismatch": 10.0,  # reported by the node: a claimed reward our verifier contradicts
@@ -109,8 +110,11 @@ class PeerScores:
 
     def penalize(self, peer_id: str, reason: str) -> bool:
         """Subtract the reason's penalty; True if this pushed the peer into a ban."""
+        penalty = self.params.penalty(reason)
+        if penalty <= 0.0:  # counted by the caller, charged to nobody
+            return False
         s = self._current(peer_id)
-        s.value -= self.params.penalty(reason)
+        s.value -= penalty
         if s.value < self.params.ban_threshold and s.banned_until < s.stamp:
             s.banned_until = s.stamp + self.params.ban_seconds
             return True

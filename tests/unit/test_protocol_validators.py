@@ -29,7 +29,7 @@ from protocol import (
     token_array,
 )
 from protocol.envelope import ENVELOPE_TAG
-from protocol.validators import NonceCache
+from protocol.replay import NonceCache, Replay
 
 SWARM = "test-swarm"
 NOW_S = 1_800_000_000.0
@@ -286,18 +286,66 @@ def test_counter_tracks_a_bounded_number_of_peers() -> None:
     assert counter.total == 5
 
 
-def test_nonce_cache_window_and_capacity_floor() -> None:
-    cache = NonceCache(capacity=2, window_ms=1000)
-    assert cache.check_and_add("a", b"1", timestamp_ms=100, now_ms=100)
-    assert not cache.check_and_add("a", b"1", timestamp_ms=100, now_ms=100)
-    assert cache.check_and_add("b", b"1", timestamp_ms=100, now_ms=100)  # nonces are per sender
-    assert cache.check_and_add("a", b"2", timestamp_ms=150, now_ms=150)  # evicts ("a", 1) at ts 100
-    assert cache.floor_ms == 100 and len(cache) == 2
-    # ("a", 1) is forgotten, but its timestamp is at the floor, so a replay is still refused.
-    assert not cache.check_and_add("a", b"1", timestamp_ms=100, now_ms=150)
-    assert cache.check_and_add("a", b"3", timestamp_ms=101, now_ms=150)
+def test_nonce_cache_floors_are_per_sender() -> None:
+    cache = NonceCache(capacity=2, window_ms=1000, max_senders=2)
+    assert cache.admit("a", b"1", timestamp_ms=100, now_ms=100) is Replay.NEW
+    assert cache.admit("a", b"1", timestamp_ms=100, now_ms=100) is Replay.SEEN
+    assert cache.admit("b", b"1", timestamp_ms=100, now_ms=100) is Replay.NEW  # nonces are per sender
+    assert cache.admit("a", b"2", timestamp_ms=150, now_ms=150) is Replay.NEW  # evicts (a, 1) at ts 100
+    assert (cache.floor_ms("a"), cache.floor_ms("b"), len(cache)) == (100, -1, 2)
+    # (a, 1) is forgotten, but its timestamp is at a's floor: not provably new.
+    assert cache.admit("a", b"1", timestamp_ms=100, now_ms=150) is Replay.UNPROVEN
+    assert cache.admit("b", b"2", timestamp_ms=100, now_ms=150) is Replay.NEW  # a's floor is not b's
+    # Mallory floods frames dated far ahead.  The pairs she pushes out raise their owners' floors
+    # to their owners' own timestamps only; her date never becomes anyone else's floor.
+    for i in range(10):
+        assert cache.admit("m", bytes([i]), timestamp_ms=900 + i, now_ms=160) is Replay.NEW
+    assert cache.floor_ms("m") == 907 and cache.floor_ms("b") <= 100 and cache.floor_ms("a") <= 150
+    assert cache.admit("b", b"3", timestamp_ms=160, now_ms=160) is Replay.NEW
+    # max_senders=2: a third floor drops the least recently raised one, inside the window.
+    assert cache.senders_with_floor == 2 and cache.forgotten_floors >= 1
     # Past the window everything is purged (those frames would be EXPIRED anyway).
-    assert cache.check_and_add("z", b"9", timestamp_ms=5000, now_ms=5000) and len(cache) == 1
+    assert cache.admit("z", b"9", timestamp_ms=5000, now_ms=5000) is Replay.NEW
+    assert len(cache) == 1 and cache.senders_with_floor == 0
+
+
+def test_sybil_flood_of_future_dated_frames_does_not_lock_out_honest_peers(clock: Clock) -> None:
+    """The replay-floor attack: valid frames dated ~now + 50 s from many keys overflow the nonce
+    cache.  Before per-sender floors, the evicted timestamps became everyone's floor, every
+    honest frame was refused as `replayed`, and the honest neighbour relaying it was blamed."""
+    ch = chain(clock, nonce_capacity=64)  # 64 stands in for 65,536: the attack needs capacity + 1
+    sybils = [Identity.generate() for _ in range(16)]
+    request = Request(request_id=bytes(16), group_ids=(bytes(32),))
+    for i in range(400):
+        sybil = sybils[i % len(sybils)]
+        frame = frame_of(request, ident=sybil, ts=NOW_MS + 50_000 + i)
+        assert isinstance(ch.check(frame, from_peer=sybil.peer_id), Accepted)
+    clock.t += 1.0
+    honest = [frame_of(group()), *(frame_of(request, ts=NOW_MS + 1000 - lag) for lag in (0, 2000, 250_000))]
+    for frame in honest:
+        assert isinstance(ch.check(frame, from_peer="honest-relay"), Accepted)
+    assert isinstance(ch.check(frame_of(group(ident=MALLORY), ident=MALLORY)), Accepted)
+    assert ch.counter.total == 0 and ch.counter.peers() == []
+
+
+def test_frame_below_its_senders_own_floor_blames_nobody(clock: Clock) -> None:
+    ch = chain(clock, nonce_capacity=4)
+    late = frame_of(group(), ts=NOW_MS - 10_000)  # sealed first, overtaken in transit
+    for i in range(8):
+        assert isinstance(ch.check(frame_of(group(), ts=NOW_MS - 5000 + i)), Accepted)
+    r = rejected(ch.check(late, from_peer="honest-relay"), RejectReason.REPLAY_UNPROVEN)
+    assert r.peer is None and ch.counter.peers() == []
+    assert ch.counter.by_reason == {RejectReason.REPLAY_UNPROVEN: 1}
+
+
+def test_bound_sender_is_checked_before_the_nonce_is_recorded(clock: Clock) -> None:
+    # Mallory forwards Alice's fresh frame first; when Alice's own copy arrives it must pass.
+    ch = chain(clock)
+    frame = frame_of(group())
+    r = rejected(ch.check(frame, from_peer=MALLORY.peer_id, bind_sender=True), RejectReason.SENDER_MISMATCH)
+    assert r.peer == MALLORY.peer_id
+    assert isinstance(ch.check(frame, from_peer=ALICE.peer_id, bind_sender=True), Accepted)
+    assert ch.counter.for_peer(ALICE.peer_id) == {}
 
 
 def test_fast_per_token_checks_agree_with_a_naive_loop(clock: Clock) -> None:

@@ -120,6 +120,15 @@ def test_banned_peer_stays_banned_while_score_is_below_threshold() -> None:
     assert scores.is_banned("x")
 
 
+def test_unprovable_replay_is_charged_to_nobody() -> None:
+    # A frame below its sender's own replay floor may just have been overtaken in transit.
+    clock = Clock()
+    scores = PeerScores(ScoreParams(), clock)
+    for _ in range(1000):
+        assert scores.penalize("relay", "replay_unproven") is False
+    assert scores.score("relay") == 0.0 and not scores.is_banned("relay")
+
+
 # -- inbox -----------------------------------------------------------------------------------
 def item(gid: str, origin: str) -> InboxItem:
     return InboxItem(gid, origin, None, 0.0, 10)
