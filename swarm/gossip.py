@@ -26,7 +26,9 @@ that served it.  A group whose bytes verified but failed validation is remembere
 it is never fetched again from anyone.
 
 Guarantee: with at least one honest holder reachable until `Outbox.ttl`, every wanted group is
-admitted exactly once (the seen-cache and the in-flight set suppress duplicates).
+admitted exactly once (the seen-cache and the in-flight set suppress duplicates).  Fetching
+never spins: each holder of an id is asked at most once per announce, and an id whose
+remaining holders are all banned is dropped until a usable peer announces it (`pending.py`).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from swarm.inbox import Inbox, InboxItem
 from swarm.membership import Membership
 from swarm.metrics import SwarmMetrics
 from swarm.outbox import Outbox
+from swarm.pending import Heard, PendingFetches
 from swarm.rate_limit import PeerRateLimiter
 from swarm.scoring import PeerScores, ScoreParams
 from swarm.seen_cache import SeenCache
@@ -77,7 +80,7 @@ class GossipConfig:
     seen_capacity: int = 200_000  # group ids and message digests remembered
     seen_ttl: float = 1800.0
     fetch_timeout: float = 5.0  # per attempt
-    fetch_attempts: int = 4  # distinct holders tried per announce
+    fetch_attempts: int = 4  # distinct holders tried per fetch task (a follow-up task tries more)
     max_concurrent_fetches: int = 16
     max_pending: int = 10_000  # announced-but-unfetched group ids tracked at once
     relay: bool | None = None  # re-announce admitted groups; None: iff transport doesn't propagate
@@ -125,8 +128,7 @@ class Gossip:
         self.inbox = Inbox(config.inbox_capacity, sp.max_inbox_share)
         self.outbox = Outbox(config.outbox_capacity, config.outbox_max_bytes, config.serve_ttl, loop_time)
         self.members = Membership(config.card_ttl, loop_time)
-        self._holders: dict[str, list[str]] = {}  # group id -> peers that announced it
-        self._fetching: set[str] = set()
+        self._pending = PendingFetches(config.max_pending)  # ids being fetched, their holders
         self._fetch_slots = asyncio.Semaphore(config.max_concurrent_fetches)
         self._to_announce: list[AnnounceEntry] = []
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -193,7 +195,7 @@ class Gossip:
         m.set("members", len(self.members))
         m.set("inbox_size", len(self.inbox))
         m.set("outbox_size", len(self.outbox))
-        m.set("pending_fetches", len(self._fetching))
+        m.set("pending_fetches", len(self._pending))
         scores = self.scores.snapshot()
         m.set("banned_peers", sum(self.scores.is_banned(p) for p in scores))
         return {**m.snapshot(), "peer_scores": scores}
@@ -289,52 +291,41 @@ class Gossip:
             if gid in self.seen_groups:
                 self.metrics.inc("duplicate_announces")
                 continue
-            holders = self._holders.get(gid)
-            if holders is None:
-                if len(self._holders) >= self.config.max_pending:
-                    self.metrics.inc("pending_overflow")
-                    continue
-                holders = self._holders[gid] = []
-            if holder not in holders:
-                holders.append(holder)
-            if gid in self._fetching:
+            heard = self._pending.heard(gid, holder)
+            if heard is Heard.FULL:
+                self.metrics.inc("pending_overflow")
                 continue
+            if heard is Heard.KNOWN:
+                continue  # a fetch is running; it asks this holder too if it needs to
             if not self.want(entry):
                 self.seen_groups.add(gid)
-                self._holders.pop(gid, None)
+                self._pending.drop(gid)
                 self.metrics.inc("unwanted")
                 continue
-            self._fetching.add(gid)
             self._spawn(self._fetch(entry))
 
     # -- fetching ------------------------------------------------------------------------------
+    def _usable(self, holder: str) -> bool:
+        return not self.scores.is_banned(holder)
+
     async def _fetch(self, entry: AnnounceEntry) -> None:
+        """Ask up to `fetch_attempts` untried holders; start again only if an untried usable one
+        is left (swarm/pending.py), so a task never respawns without someone to ask."""
         gid = entry.group_id
-        tried: set[str] = set()
         try:
             async with self._fetch_slots:
                 for _ in range(self.config.fetch_attempts):
-                    holder = next(
-                        (
-                            h
-                            for h in self._holders.get(gid, ())
-                            if h not in tried and not self.scores.is_banned(h)
-                        ),
-                        None,
-                    )
-                    if holder is None or gid in self.seen_groups:
+                    holder = None if gid in self.seen_groups else self._pending.next_holder(gid, self._usable)
+                    if holder is None:
                         return
-                    tried.add(holder)
+                    self.metrics.inc("fetch_attempts")
                     if await self._fetch_from(holder, gid):
                         return
         finally:
-            self._fetching.discard(gid)
-            untried = [h for h in self._holders.get(gid, ()) if h not in tried]
-            if gid in self.seen_groups or not untried:
-                self._holders.pop(gid, None)  # settled, or every holder failed: a later announce retries
-            elif self._running:
-                self._fetching.add(gid)  # holders arrived while we were busy
+            if self._running and gid not in self.seen_groups and self._pending.has_untried(gid, self._usable):
                 self._spawn(self._fetch(entry))
+            else:
+                self._pending.drop(gid)  # settled, or nobody usable left: a later announce retries
 
     async def _fetch_from(self, holder: str, gid: str) -> bool:
         """One attempt; True when the group is settled (admitted, or proven bad)."""

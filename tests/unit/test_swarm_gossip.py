@@ -270,3 +270,64 @@ def test_simulated_300_peer_swarm_reaches_everyone() -> None:
 
     elapsed = run(scenario)
     assert elapsed < 5.0  # ~log_6(300) hops of ~0.25 s each (latency + fetch round trip)
+
+
+def _count_fetch_tasks(peer: SwarmPeer, give_up_after: int = 200) -> list[int]:
+    """Count the victim's fetch tasks; past `give_up_after` stop its gossip, so a busy loop ends
+    (and fails the test) instead of spinning forever on the simulated clock."""
+    gossip, count = peer.gossip, [0]
+    fetch = gossip._fetch
+
+    def counted(entry: Any) -> Any:
+        count[0] += 1
+        if count[0] >= give_up_after:
+            gossip._running = False
+        return fetch(entry)
+
+    gossip._fetch = counted  # type: ignore[method-assign]
+    return count
+
+
+def _entry(n: int) -> Any:
+    from swarm.protocol_wire import entry_for
+
+    return entry_for(sign_group(synthetic_group(SWARM, n), Identity.generate()))
+
+
+def test_fetch_with_only_banned_holders_gives_up_instead_of_spinning() -> None:
+    async def scenario() -> None:
+        hub = MemoryHub(latency=0.01)
+        (victim,) = await start_peers(hub, 1)
+        count = _count_fetch_tasks(victim)
+        entry = _entry(1)
+        for holder in [f"banned-{i}" for i in range(3)]:
+            for _ in range(5):
+                victim.gossip.scores.penalize(holder, "bad_signature")  # -100 < -50: banned
+            victim.gossip._consider([entry], holder)
+        await asyncio.sleep(5.0)
+        assert count[0] == 1  # one task, which found nobody to ask and stopped
+        m = victim.metrics()
+        assert m.get("fetch_attempts", 0) == 0 and m["pending_fetches"] == 0
+        await stop_all([victim])
+
+    run(scenario)
+
+
+def test_each_failing_holder_is_asked_once_per_announce() -> None:
+    async def scenario() -> None:
+        hub = MemoryHub(latency=0.01)
+        (victim,) = await start_peers(hub, 1, config(fetch_attempts=4))
+        count = _count_fetch_tasks(victim)
+        entry = _entry(2)
+        for i in range(6):  # six holders that are not on the hub: every request fails
+            victim.gossip._consider([entry], f"gone-{i}")
+        await asyncio.sleep(30.0)
+        m = victim.metrics()
+        assert m["fetch_failures"] == 6 and count[0] == 2  # each once: 4, then 2 in a follow-up task
+        assert m["fetch_attempts"] == 6 and m["pending_fetches"] == 0
+        victim.gossip._consider([entry], "gone-0")  # a new announce tries again
+        await asyncio.sleep(5.0)
+        assert victim.metrics()["fetch_attempts"] == 7
+        await stop_all([victim])
+
+    run(scenario)

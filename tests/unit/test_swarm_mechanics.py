@@ -8,6 +8,7 @@ import pytest
 
 from swarm.inbox import Inbox, InboxItem
 from swarm.membership import Membership
+from swarm.pending import Heard, PendingFetches
 from swarm.rate_limit import PeerRateLimiter, TokenBucket
 from swarm.scoring import PeerScores, ScoreParams
 from swarm.seen_cache import SeenCache
@@ -127,6 +128,23 @@ def test_unprovable_replay_is_charged_to_nobody() -> None:
     for _ in range(1000):
         assert scores.penalize("relay", "replay_unproven") is False
     assert scores.score("relay") == 0.0 and not scores.is_banned("relay")
+
+
+# -- pending fetches -------------------------------------------------------------------------
+def test_pending_fetches_try_each_usable_holder_once() -> None:
+    pending = PendingFetches(max_pending=2, max_holders=3)
+    banned = {"b"}
+    usable = lambda h: h not in banned  # noqa: E731
+    assert pending.heard("g1", "a") is Heard.NEW
+    assert [pending.heard("g1", h) for h in "bcde"] == [Heard.KNOWN] * 4  # d, e: over max_holders
+    assert pending.next_holder("g1", usable) == "a"
+    assert pending.next_holder("g1", usable) == "c"  # b is banned, skipped but not marked tried
+    assert not pending.has_untried("g1", usable) and pending.next_holder("g1", usable) is None
+    banned.clear()  # b's ban ends: it becomes worth asking
+    assert pending.has_untried("g1", usable) and pending.next_holder("g1", usable) == "b"
+    assert pending.heard("g2", "a") is Heard.NEW and pending.heard("g3", "a") is Heard.FULL
+    pending.drop("g1")
+    assert "g1" not in pending and len(pending) == 1 and pending.next_holder("g1", usable) is None
 
 
 # -- inbox -----------------------------------------------------------------------------------
