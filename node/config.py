@@ -178,6 +178,47 @@ class SwarmConfig(Section):
             return [a.strip() for a in value.split(",") if a.strip()]
         return value
 
+    # A bad address or allowlist is refused here, before any model loads: at run time the swarm
+    # layer would take it for an unreachable network and retry forever while the node trains solo.
+    @field_validator("bootstrap")
+    @classmethod
+    def _dialable(cls, value: list[str]) -> list[str]:
+        for address in value:
+            check_bootstrap_address(address)
+        return value
+
+    @field_validator("allowlist")
+    @classmethod
+    def _readable(cls, value: str | None, info: Any) -> str | None:  # info: pydantic.ValidationInfo
+        if value is None or info.data.get("mode") != "join":
+            return value
+        from swarm.peer import load_allowlist  # the loader the swarm layer itself uses
+
+        try:
+            allowed = load_allowlist(value)
+        except OSError as e:
+            raise ValueError(f"cannot read {value}: {e.strerror or e}") from None
+        except ValueError as e:  # a bad line (named with its number) or bytes that are not UTF-8
+            raise ValueError(str(e) if str(e).startswith(str(value)) else f"{value}: {e}") from None
+        if not allowed:
+            raise ValueError(f"{value} lists no peer: a private swarm of nobody")
+        return value
+
+
+def check_bootstrap_address(address: str) -> None:
+    """A bootstrap address must be a dialable multiaddr that ends in the peer's id, as
+    `swarmrl bootstrap` prints it: /ip4/1.2.3.4/tcp/4001/p2p/12D3KooW...  Raises ValueError."""
+    from multiaddr import Multiaddr  # py-multiaddr, the parser the libp2p transport dials with
+
+    try:
+        names = [p.name for p in Multiaddr(address).protocols()]
+    except Exception as e:  # the parser's errors are not all ValueErrors
+        raise ValueError(f"{address!r} is not a multiaddr ({e})") from None
+    if not names or names[0] not in ("ip4", "ip6", "dns", "dns4", "dns6") or not {"tcp", "udp"} & set(names):
+        raise ValueError(f"{address!r} names no host and port (like /ip4/1.2.3.4/tcp/4001/p2p/<peer id>)")
+    if names[-1] != "p2p":
+        raise ValueError(f"{address!r} does not end in /p2p/<peer id>; use an address `swarmrl bootstrap` prints")
+
 
 class Config(Section):
     seed: int = Field(0, description="seeds prompt order, sampling and initialisation")

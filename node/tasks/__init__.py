@@ -13,7 +13,7 @@ def build_task(source) -> Task:
 
         return ReasoningGymTask(source.name, source.size, source.seed, source.options)
     if source.path is None:
-        raise ValueError(f"tasks.sources: jsonl source {source.name!r} needs a `path`")
+        raise ValueError("a jsonl source needs a `path`")
     from node.tasks.jsonl_task import JsonlTask
 
     return JsonlTask.from_file(source.name, source.path, source.seed)
@@ -24,7 +24,13 @@ def build_tasks(cfg: TasksConfig) -> list[Task]:
     names = [s.name for s in cfg.sources]
     if len(set(names)) != len(names):
         raise ValueError(f"tasks.sources: names must be unique, got {names}")
-    return [build_task(s) for s in cfg.sources]
+    tasks = []
+    for i, source in enumerate(cfg.sources):
+        try:
+            tasks.append(build_task(source))
+        except ValueError as e:  # name the config entry: `tasks.sources.0` is also its override key
+            raise ValueError(f"tasks.sources.{i} ({source.name!r}): {e}") from None
+    return tasks
 
 
 __all__ = ["Prompt", "Task", "build_tasks"]

@@ -29,13 +29,25 @@ def math_equal(gold: str, answer: str) -> bool:
         return False
 
 
+def check_row(row: object, where: str) -> None:
+    """A row is {"question": text, "answer": text or number}; `where` names it in the error.
+    A null or empty question is refused: str(None) would train on the text "None"."""
+    if not isinstance(row, dict) or "question" not in row or "answer" not in row:
+        raise ValueError(f"{where}: a row needs 'question' and 'answer', got {str(row)[:80]}")
+    question, answer = row["question"], row["answer"]
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError(f"{where}: 'question' must be non-empty text, got {question!r}")
+    if isinstance(answer, bool) or not isinstance(answer, (str, int, float)) or not str(answer).strip():
+        raise ValueError(f"{where}: 'answer' must be non-empty text or a number, got {answer!r}")
+
+
 class JsonlTask:
-    """Rows are split deterministically (by `seed`) into train and held-out parts."""
+    """Rows are split deterministically (by `seed`) into train and held-out parts.  Errors
+    name rows from 1 (a file's rows by their line number)."""
 
     def __init__(self, name: str, rows: list[dict], seed: int = 0):
-        for i, row in enumerate(rows):
-            if not isinstance(row, dict) or "question" not in row or "answer" not in row:
-                raise ValueError(f"{name}: row {i} lacks 'question' or 'answer'")
+        for i, row in enumerate(rows, 1):
+            check_row(row, f"{name}: row {i}")
         self.name = name
         order = list(range(len(rows)))
         random.Random(seed).shuffle(order)
@@ -51,14 +63,26 @@ class JsonlTask:
     def from_file(cls, name: str, path: str | Path, seed: int = 0) -> JsonlTask:
         path = Path(path)
         if not path.is_file():
-            raise ValueError(f"tasks.sources: jsonl file not found: {path}")
+            raise ValueError(f"jsonl file not found: {path}")
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise ValueError(f"{path}: cannot read: {e.strerror or e}") from None
         rows = []
-        for n, line in enumerate(path.read_text().splitlines(), 1):
+        for n, raw in enumerate(data.splitlines(), 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(
+                    f"{path}:{n}: not UTF-8 text ({e.reason} at byte {e.start} of the line)"
+                ) from None
             if line.strip():
                 try:
-                    rows.append(json.loads(line))
+                    row = json.loads(line)
                 except json.JSONDecodeError as e:
                     raise ValueError(f"{path}:{n}: not valid JSON: {e}") from None
+                check_row(row, f"{path}:{n}")
+                rows.append(row)
         return cls(name, rows, seed)
 
     def _make(self, row: dict) -> Prompt:

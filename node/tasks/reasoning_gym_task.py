@@ -21,11 +21,14 @@ class ReasoningGymTask:
         self.name = name
         self.seed = seed
         self.options = dict(options or {})
-        try:
+        try:  # reasoning-gym checks options with asserts, and some only fail when items are made
             self._train = reasoning_gym.create_dataset(name, size=size, seed=seed, **self.options)
-        except (KeyError, ValueError, TypeError) as e:
-            raise ValueError(f"tasks.sources: cannot build reasoning-gym dataset {name!r}: {e}") from None
-        self._questions = {self._train[i]["question"]: i for i in range(len(self._train))}
+            self._questions = {self._train[i]["question"]: i for i in range(len(self._train))}
+        except Exception as e:
+            reason = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+            raise ValueError(
+                f"reasoning-gym dataset {name!r} with options {self.options}: {reason}"
+            ) from None
         self._entries: dict[str, dict[str, Any]] = {}
 
     def __len__(self) -> int:
@@ -34,7 +37,9 @@ class ReasoningGymTask:
     def _make(self, entry: dict[str, Any], seed: int, index: int) -> Prompt:
         pid = f"{self.name}:{seed}:{index}"
         self._entries[pid] = entry
-        return Prompt(pid, self.name, entry["question"], str(entry["answer"]), dict(entry.get("metadata", {})))
+        return Prompt(
+            pid, self.name, entry["question"], str(entry["answer"]), dict(entry.get("metadata", {}))
+        )
 
     def prompt(self, index: int) -> Prompt:
         return self._make(self._train[index], self.seed, index)
