@@ -123,8 +123,47 @@ def _load(args):
     return load_config(files, args.overrides)
 
 
+class UsageError(Exception):
+    """A setting the command cannot work with; the message starts with the setting's name."""
+
+
+def _check_folder(setting: str, folder: Path) -> None:
+    """Create `folder` (and its parents) or say in one line why not, naming the setting."""
+    for part in (folder, *folder.parents):
+        if part.exists() and not part.is_dir():
+            inside = "" if part == folder else f" (on the way to {folder})"
+            raise UsageError(f"{setting}: {part} is a file, not a directory{inside}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"{setting}: cannot create {folder}: {e.strerror or e}") from None
+
+
+def _check_run_dir(cfg) -> None:
+    _check_folder("logging.run_dir", Path(cfg.logging.run_dir).expanduser())
+
+
+def _check_identity(cfg) -> None:
+    """Refuse a bad key file now, not after the model has loaded (node/sharing.py loads it)."""
+    if cfg.swarm.mode != "join":
+        return
+    from protocol.identity import IdentityError, load_key_file
+
+    run_dir = Path(cfg.logging.run_dir).expanduser()
+    key = Path(cfg.swarm.identity).expanduser() if cfg.swarm.identity else run_dir / "node.key"
+    if cfg.swarm.identity and not key.exists():
+        raise UsageError(f"swarm.identity: key file not found: {key} (create it with `swarmrl keygen`)")
+    if key.exists():  # the default key is created on first use
+        try:
+            load_key_file(key)
+        except IdentityError as e:
+            raise UsageError(f"swarm.identity: {e}") from None
+
+
 def cmd_run(args) -> int:
     cfg = _load(args)
+    _check_run_dir(cfg)
+    _check_identity(cfg)
     from node.metrics import MetricsLog, Progress
     from node.node import Node
     from node.status import StatusBoard
@@ -208,22 +247,46 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """Fail at once on a port in use, instead of after the transport's retries and a traceback.
+    (A port taken between this check and the transport's bind still ends in a clear error.)"""
+    import socket
+
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the transports bind
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise UsageError(f"--port: cannot listen on {host}:{port}: {e.strerror or e}") from None
+
+
 def cmd_bootstrap(args) -> int:
     import logging
 
+    from protocol.identity import IdentityError
     from swarm.bootstrap import run_bootstrap
+    from swarm.transport import TransportError
 
+    _check_port_free(args.host, args.port)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run_bootstrap(
-        backend=args.backend,
-        host=args.host,
-        port=args.port,
-        swarm_id=args.swarm_id,
-        identity_path=args.identity,
-        upstream=args.upstream,
-        allowlist_file=args.allowlist,
-        address_file=args.address_file,
-    )
+    try:
+        run_bootstrap(
+            backend=args.backend,
+            host=args.host,
+            port=args.port,
+            swarm_id=args.swarm_id,
+            identity_path=args.identity,
+            upstream=args.upstream,
+            allowlist_file=args.allowlist,
+            address_file=args.address_file,
+        )
+    except IdentityError as e:
+        raise UsageError(f"--identity: {e}") from None
+    except TransportError as e:
+        raise UsageError(f"bootstrap node did not start: {e}") from None
     return 0
 
 
@@ -300,11 +363,14 @@ def cmd_keygen(args) -> int:
     from protocol.identity import IdentityError, generate_key_file
 
     path = Path(args.out).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _check_folder("--out", path.parent)
     try:
         peer_id = generate_key_file(path, overwrite=args.force)
     except (IdentityError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # --out is a folder, the folder is read-only, ...
+        print(f"error: --out: cannot write {path}: {e.strerror or e}", file=sys.stderr)
         return 2
     print(f"wrote {path}\npeer id: {peer_id}")
     return 0
@@ -331,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return COMMANDS[args.command](args)
-    except ConfigError as e:
+    except (ConfigError, UsageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except (FileNotFoundError, ValueError) as e:

@@ -95,3 +95,92 @@ def test_overrides_may_follow_options(capsys):
     assert "not-an-override" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # a stray word after an option
         main(["config", "show", "-c", str(ROOT / "configs" / "tiny.yaml"), "trainer.lr=1", "--bogus"])
+
+
+# -- misconfiguration: `error: <setting>: ...` and exit 2, never a traceback or a silent retry --------
+TINY = str(ROOT / "configs" / "tiny.yaml")
+
+
+def _run(tmp_path, *overrides: str) -> list[str]:
+    return ["run", "-c", TINY, f"model.cache_dir={tmp_path}/cache", *overrides]
+
+
+def _error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        (["swarm.allowlist={tmp}/missing.txt"], "swarm.allowlist"),
+        (["swarm.allowlist={tmp}/allow.txt"], "swarm.allowlist"),  # malformed, written below
+        (["swarm.bootstrap=not-an-address"], "swarm.bootstrap"),
+        (["swarm.bootstrap=/ip4/10.0.0.1/tcp/4001"], "swarm.bootstrap"),  # no /p2p/<peer id>: never dialable
+    ],
+)
+def test_swarm_misconfiguration_refuses_to_start(tmp_path, capsys, overrides, field):
+    # before: the node retried forever, trained solo and exited 0
+    (tmp_path / "allow.txt").write_text("12D3KooWnot-a-peer-id\n")
+    argv = _run(tmp_path, "swarm.mode=join", f"logging.run_dir={tmp_path}/run", *overrides)
+    assert main([a.format(tmp=tmp_path) for a in argv]) == 2
+    assert field in _error(capsys)
+
+
+def test_key_file_readable_by_others_is_an_error_naming_swarm_identity(tmp_path, capsys):
+    key = tmp_path / "node.key"
+    assert main(["keygen", "--out", str(key)]) == 0
+    key.chmod(0o644)
+    capsys.readouterr()
+    rc = main(_run(tmp_path, "swarm.mode=join", f"swarm.identity={key}", f"logging.run_dir={tmp_path}/run"))
+    err = _error(capsys)
+    assert rc == 2 and "error: swarm.identity:" in err and "mode 0644" in err and "chmod 600" in err
+    # the default key in the run dir is checked the same way
+    (tmp_path / "run2").mkdir()
+    (tmp_path / "run2" / "node.key").write_bytes(key.read_bytes())
+    (tmp_path / "run2" / "node.key").chmod(0o644)
+    assert main(_run(tmp_path, "swarm.mode=join", f"logging.run_dir={tmp_path}/run2")) == 2
+    assert "error: swarm.identity:" in _error(capsys)
+    assert main(_run(tmp_path, "swarm.mode=join", f"swarm.identity={tmp_path}/none.key")) == 2
+    assert "swarm.identity: key file not found" in _error(capsys)
+
+
+@pytest.mark.parametrize("run_dir", ["afile", "afile/below"])
+def test_run_dir_that_is_a_file_is_an_error(tmp_path, capsys, run_dir):
+    (tmp_path / "afile").write_text("x")
+    assert main(_run(tmp_path, f"logging.run_dir={tmp_path / run_dir}")) == 2
+    assert "logging.run_dir: " in _error(capsys)
+
+
+def test_keygen_out_under_a_file_is_an_error(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    assert main(["keygen", "--out", str(tmp_path / "afile" / "node.key")]) == 2
+    err = _error(capsys)
+    assert "error: --out: " in err and "afile is a file" in err
+
+
+def test_bootstrap_port_in_use_is_an_error(capsys):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["bootstrap", "--host", "127.0.0.1", "--port", str(port)]) == 2
+    err = _error(capsys)
+    assert "--port" in err and f"127.0.0.1:{port}" in err
+
+
+def test_bootstrap_identity_readable_by_others_is_an_error(tmp_path, capsys):
+    key = tmp_path / "boot.key"
+    assert main(["keygen", "--out", str(key)]) == 0
+    key.chmod(0o640)
+    capsys.readouterr()
+    assert main(["bootstrap", "--host", "127.0.0.1", "--identity", str(key), "--backend", "libp2p"]) == 2
+    assert "error: --identity:" in _error(capsys)
+
+
+def test_bad_reasoning_gym_option_is_an_error_naming_the_source(tmp_path, capsys):
+    rc = main(_run(tmp_path, f"logging.run_dir={tmp_path}/run", "tasks.sources.0.options.min_terms=0"))
+    assert rc == 2 and "tasks.sources.0" in _error(capsys)

@@ -65,3 +65,53 @@ def test_reward_components_are_kept_separately(arithmetic):
     cut = Scored(p, f"<answer>{p.answer}</answer>", 16, True, 16, arithmetic)
     _, parts = score(cut, {"correctness": 1.0, "format": 1.0})
     assert parts == {"correctness": 1.0, "format": 0.0}  # truncated: no format credit
+
+
+def test_jsonl_with_invalid_utf8_names_the_file_and_line(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(b'{"question": "a", "answer": "1"}\n{"question": "caf\xe9", "answer": "2"}\n')
+    with pytest.raises(ValueError, match=r"latin1\.jsonl:2: not UTF-8"):
+        JsonlTask.from_file("latin1", path)
+
+
+@pytest.mark.parametrize(
+    "row, reason",
+    [
+        ({"question": None, "answer": "1"}, "'question' must be non-empty text, got None"),
+        ({"question": "  ", "answer": "1"}, "'question' must be non-empty text"),
+        ({"question": "a", "answer": None}, "'answer' must be non-empty text or a number, got None"),
+        ({"question": "a"}, "needs 'question' and 'answer'"),
+        (["a", "1"], "needs 'question' and 'answer'"),
+    ],
+)
+def test_jsonl_null_question_is_refused_not_read_as_none(tmp_path, row, reason):
+    path = tmp_path / "rows.jsonl"
+    path.write_text(json.dumps(row) + "\n" + json.dumps({"question": "b", "answer": "2"}) + "\n")
+    with pytest.raises(ValueError, match=r"rows\.jsonl:1: ") as e:  # line numbers count from 1
+        JsonlTask.from_file("rows", path)
+    assert reason in str(e.value)
+
+
+def test_jsonl_rows_are_counted_from_1_and_numbers_are_answers():
+    ok = {"question": "1 + 1", "answer": 2}
+    with pytest.raises(ValueError, match="rows: row 2: 'question' must be non-empty text"):
+        JsonlTask("rows", [ok, {"question": None, "answer": "1"}])
+    task = JsonlTask("rows", [ok, {"question": "2 + 2", "answer": 4}], seed=0)
+    assert sorted(p.answer for p in task._train + task._held) == ["2", "4"]
+
+
+def test_bad_reasoning_gym_option_names_the_source(tmp_path):
+    from node.config import TasksConfig, TaskSource
+    from node.tasks import build_tasks
+
+    def sources(*items: TaskSource) -> TasksConfig:
+        return TasksConfig(sources=list(items))
+
+    with pytest.raises(ValueError, match=r"tasks\.sources\.0 \('basic_arithmetic'\)") as e:
+        build_tasks(sources(TaskSource(options={"min_terms": 0})))  # before: an AssertionError traceback
+    assert "min_terms must be positive" in str(e.value) and "'min_terms': 0" in str(e.value)
+    with pytest.raises(ValueError, match=r"tasks\.sources\.0 .*TypeError"):
+        build_tasks(sources(TaskSource(options={"operators": 5})))
+    missing = TaskSource(type="jsonl", name="mine", path=str(tmp_path / "missing.jsonl"))
+    with pytest.raises(ValueError, match=r"tasks\.sources\.1 \('mine'\): jsonl file not found"):
+        build_tasks(sources(TaskSource(), missing))
