@@ -25,8 +25,8 @@ import torch  # noqa: E402
 from node.batching import first_completion_position, pack, token_logprobs  # noqa: E402
 from node.config import ModelConfig, load_config  # noqa: E402
 from node.policy import Policy, load_policy, pick_device, pick_dtype  # noqa: E402
-from node.rollout import SamplingParams, build_engine  # noqa: E402
-from node.tasks.base import Prompt  # noqa: E402
+from node.records import Prompt, SamplingParams  # noqa: E402
+from node.rollout import Renderer, build_engine  # noqa: E402
 
 
 def qwen05b_policy(device: str, tokenizer_dir: str | None) -> Policy:
@@ -53,9 +53,12 @@ def peak_mb(device: torch.device) -> float:
 
 
 def measure(policy: Policy, cfg, n_prompts: int, group: int, new_tokens: int, micro: int, repeats: int) -> dict:
-    engine = build_engine(cfg.rollout.model_copy(update={"batch_size": n_prompts * group}), policy, cfg.tasks)
+    renderer = Renderer.from_config(policy.tokenizer, cfg.tasks, policy.model)
+    engine = build_engine(cfg.rollout.model_copy(update={"batch_size": n_prompts * group}), policy, renderer)
     # the default task's prompt shape, without needing reasoning-gym on the machine
-    prompts = [Prompt(f"bench:{i}", "bench", f"Calculate {i % 10} + {(3 * i) % 10}.", "0") for i in range(n_prompts)]
+    prompts = renderer.requests(
+        [Prompt(f"bench:{i}", "bench", f"Calculate {i % 10} + {(3 * i) % 10}.", "0") for i in range(n_prompts)]
+    )
     sampling = SamplingParams(new_tokens, temperature=1.0)
     model = policy.model
     # force every completion to the full length so the figures are comparable

@@ -1,149 +1,165 @@
-"""Admission: which of the peers' groups a step trains on (SAPO's J external groups).
+"""Admission: judging each peer group that arrives, once, as a chain of small judges.
 
-A stage of its own, between the swarm's inbox and the trainer, so the replay/selection layer
-can replace it.  `offer` judges every arriving group once; `take` picks a step's share.
+Judging is separate from keeping and choosing groups (`node/pool.py`), so the replay layer can
+own the pool while admission stays what it is: a filter with counted, typed verdicts.
 
-`offer`, in order, each refusal counted under its reason:
-  own              the group is ours, come back through a relay
-  unknown_task     it names a dataset we do not have (we cannot score it)
-  unknown_prompt   the question is not one of our training prompts (held-out ones never are);
-                   a group with a literal question (no dataset) is matched against every task
-  stale            sampled more than `max_age_s` ago
-  reward_mismatch  a claimed correctness differs from ours by more than `mismatch_tolerance`;
-                   the origin is reported (its swarm score drops) and the group is not used
-  zero_variance    after our re-scoring every completion has the same reward (no signal)
-Survivors wait in a bounded pool (oldest evicted first: `pool_overflow`).
+The chain, in order (first refusal wins; every verdict counted under its `Reason`):
 
-`take(j)` first drops pool entries that went stale (age, or more than `max_version_lag`
-versions behind the newest group seen from the same origin), then samples uniformly without
-replacement, at most `per_peer_cap` per origin.  Each group is used at most once.
+  before localizing (the wire group alone)
+    OWN              the group is ours, come back through a relay
+    STALE            sampled more than `max_age_s` ago
+    UNKNOWN_TASK     it names a dataset we do not have (we cannot score it)
+    UNKNOWN_PROMPT   the question is not one of our training prompts (held-out ones never are);
+                     a group with a literal question (no dataset) is matched against every task
+  after the node localized and re-scored it with our verifier (`judge`)
+    REWARD_MISMATCH  a claimed correctness differs from ours by more than `mismatch_tolerance`;
+                     the origin is reported (`Misconduct.REWARD_MISMATCH` lowers its swarm score)
+    ZERO_VARIANCE    every completion has the same value of the filter signal (`correctness`
+                     by default, `algorithm.filter_signal`): no gradient
+  ADMITTED         everything passed; the node puts it in the pool
+
+`ERROR` counts groups whose localization or scoring raised (a group that breaks our tokenizer
+or scorer is refused, never fatal).  Nothing here calls back into the node.
 """
 
 from __future__ import annotations
 
-import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING
 
-from node.rollout.base import Group
-from node.scoring import score_groups
-from node.tasks.base import Prompt, Task
+from node.records import Group, Prompt
+from node.tasks.base import Task
 from protocol import RolloutGroup
+from swarm.misconduct import Misconduct
 
-# (wire group, our prompt, origin) -> our unscored view of the group (see node.exchange.to_local)
-Localize = Callable[[RolloutGroup, Prompt, str], Group]
+if TYPE_CHECKING:
+    from swarm.inbox import InboxItem
+
+
+class Reason(str, Enum):
+    ADMITTED = "admitted"
+    OWN = "own"
+    STALE = "stale"
+    UNKNOWN_TASK = "unknown_task"
+    UNKNOWN_PROMPT = "unknown_prompt"
+    REWARD_MISMATCH = "reward_mismatch"
+    ZERO_VARIANCE = "zero_variance"
+    ERROR = "error"
+
+    @property
+    def misconduct(self) -> Misconduct | None:
+        """The swarm-score reason when this verdict proves the origin misbehaved."""
+        return Misconduct.REWARD_MISMATCH if self is Reason.REWARD_MISMATCH else None
 
 
 @dataclass(frozen=True)
 class AdmissionConfig:
-    per_peer_cap: int = 2
     max_age_s: float = 600.0
-    max_version_lag: int = 16
-    pool_size: int = 256
     mismatch_tolerance: float = 0.5  # |claimed - ours| above this on any completion is a lie
+    signal: str | None = "correctness"  # reward component the zero-variance judge compares (None: total)
 
 
-@dataclass
-class Candidate:
-    group: Group  # our view, re-scored locally
-    origin: str  # peer id that sampled and signed it
-    group_id: str
-    policy_version: int  # the origin's version that sampled it
-    created_ms: int
+@dataclass(frozen=True)
+class Context:
+    cfg: AdmissionConfig
+    self_id: str
+    now_ms: int
+
+
+WireJudge = Callable[["InboxItem", Context], "Reason | None"]
+ScoredJudge = Callable[["InboxItem", Group, Context], "Reason | None"]
+
+
+def not_own(item: InboxItem, ctx: Context) -> Reason | None:
+    return Reason.OWN if item.origin == ctx.self_id else None
+
+
+def fresh(item: InboxItem, ctx: Context) -> Reason | None:
+    return Reason.STALE if ctx.now_ms - item.group.created_ms > ctx.cfg.max_age_s * 1000 else None
+
+
+def claims_match(item: InboxItem, group: Group, ctx: Context) -> Reason | None:
+    ours = [c.reward_components.get("correctness") for c in group.completions]
+    theirs = [wc.claimed_rewards.get("correctness") for wc in item.group.completions]
+    lied = any(
+        o is not None and t is not None and abs(o - t) > ctx.cfg.mismatch_tolerance
+        for o, t in zip(ours, theirs)
+    )
+    return Reason.REWARD_MISMATCH if lied else None
+
+
+def has_signal(item: InboxItem, group: Group, ctx: Context) -> Reason | None:
+    return None if group.has_signal(ctx.cfg.signal) else Reason.ZERO_VARIANCE
+
+
+WIRE_JUDGES: tuple[WireJudge, ...] = (not_own, fresh)
+SCORED_JUDGES: tuple[ScoredJudge, ...] = (claims_match, has_signal)
+
+
+def our_prompt(wire: RolloutGroup, tasks: dict[str, Task]) -> Prompt | Reason:
+    """Our training prompt for the group's question, or the refusal reason."""
+    question = wire.task.question
+    if wire.task.dataset is not None:  # a named dataset: only our task of that name scores it
+        task = tasks.get(wire.task.dataset)
+        if task is None:
+            return Reason.UNKNOWN_TASK
+        found = task.lookup(question) if question else None
+    else:  # a literal question: any of our tasks that has it
+        found = next((p for t in tasks.values() if question and (p := t.lookup(question))), None)
+    return found if found is not None else Reason.UNKNOWN_PROMPT
 
 
 class Admission:
-    def __init__(
-        self,
-        cfg: AdmissionConfig,
-        tasks: dict[str, Task],
-        weights: dict[str, float],
-        max_new_tokens: int,
-        localize: Localize,
-        self_id: str = "",
-    ) -> None:
+    """Runs the judges and keeps the verdict counts, the newest version seen per origin, and
+    the misconduct reports the node forwards to the swarm."""
+
+    def __init__(self, cfg: AdmissionConfig, tasks: dict[str, Task], self_id: str = "") -> None:
         self.cfg = cfg
         self.tasks = tasks
-        self.weights = weights
-        self.max_new_tokens = max_new_tokens
-        self.localize = localize
         self.self_id = self_id
-        self.pool: list[Candidate] = []
-        self.counts: Counter[str] = Counter()  # cumulative verdicts, by reason ("admitted" for the pool)
-        self.newest: dict[str, int] = {}  # origin -> newest policy version seen
-        self._reports: list[tuple[str, str]] = []  # (origin, reason) for the swarm's peer scores
+        self.counts: Counter[str] = Counter()  # cumulative verdicts by Reason value
+        self.newest: dict[str, int] = {}  # origin -> newest policy version it sent
+        self._reports: list[tuple[str, Misconduct]] = []
 
-    # -- arriving groups -----------------------------------------------------------------
-    def offer(self, group_id: str, origin: str, wire: RolloutGroup, now_ms: int) -> str:
-        """Judge one arriving group; returns the verdict ("admitted" or the refusal reason)."""
-        verdict = self._judge(group_id, origin, wire, now_ms)
-        self.counts[verdict] += 1
-        return verdict
+    def _count(self, item: InboxItem, reason: Reason) -> Reason:
+        self.counts[reason.value] += 1
+        if reason.misconduct is not None:
+            self._reports.append((item.origin, reason.misconduct))
+        return reason
 
-    def _judge(self, group_id: str, origin: str, wire: RolloutGroup, now_ms: int) -> str:
-        if origin == self.self_id:
-            return "own"
-        self.newest[origin] = max(self.newest.get(origin, 0), wire.policy_version)
-        prompt = self._our_prompt(wire)
-        if isinstance(prompt, str):
-            return prompt
-        if now_ms - wire.created_ms > self.cfg.max_age_s * 1000:
-            return "stale"
-        group = self.localize(wire, prompt, origin)
-        score_groups([group], self.tasks, self.weights, self.max_new_tokens)
-        ours = [c.reward_components.get("correctness") for c in group.completions]
-        theirs = [wc.claimed_rewards.get("correctness") for wc in wire.completions]
-        if any(o is not None and t is not None and abs(o - t) > self.cfg.mismatch_tolerance
-               for o, t in zip(ours, theirs)):  # fmt: skip
-            self._reports.append((origin, "reward_mismatch"))
-            return "reward_mismatch"
-        if len(set(group.rewards)) <= 1:
-            return "zero_variance"
-        self.pool.append(Candidate(group, origin, group_id, wire.policy_version, wire.created_ms))
-        if len(self.pool) > self.cfg.pool_size:
-            self.pool.pop(0)
-            self.counts["pool_overflow"] += 1
-        return "admitted"
+    def screen(self, item: InboxItem, now_ms: int) -> Prompt | Reason:
+        """The wire judges, then our prompt for the group; a refusal is counted and returned."""
+        ctx = Context(self.cfg, self.self_id, now_ms)
+        for judge in WIRE_JUDGES:
+            if (reason := judge(item, ctx)) is not None:
+                return self._count(item, reason)
+        if item.origin != self.self_id:
+            self.newest[item.origin] = max(self.newest.get(item.origin, 0), item.group.policy_version)
+        found = our_prompt(item.group, self.tasks)
+        return self._count(item, found) if isinstance(found, Reason) else found
 
-    def _our_prompt(self, wire: RolloutGroup) -> Prompt | str:
-        """Our training prompt for the group's question, or the refusal reason."""
-        question = wire.task.question
-        if wire.task.dataset is not None:  # a named dataset: only our task of that name scores it
-            task = self.tasks.get(wire.task.dataset)
-            if task is None:
-                return "unknown_task"
-            found = task.lookup(question) if question else None
-        else:  # a literal question: any of our tasks that has it
-            found = next((p for t in self.tasks.values() if question and (p := t.lookup(question))), None)
-        return found if found is not None else "unknown_prompt"
+    def judge(self, item: InboxItem, group: Group, now_ms: int) -> Reason:
+        """The judges of a localized, locally re-scored group; ADMITTED when all pass."""
+        ctx = Context(self.cfg, self.self_id, now_ms)
+        for judge in SCORED_JUDGES:
+            if (reason := judge(item, group, ctx)) is not None:
+                return self._count(item, reason)
+        return self._count(item, Reason.ADMITTED)
 
-    # -- a step's share ------------------------------------------------------------------
-    def _fresh(self, c: Candidate, now_ms: int) -> bool:
-        if now_ms - c.created_ms > self.cfg.max_age_s * 1000:
-            return False
-        return self.newest.get(c.origin, 0) - c.policy_version <= self.cfg.max_version_lag
+    def error(self, item: InboxItem) -> Reason:
+        return self._count(item, Reason.ERROR)
 
-    def take(self, j: int, rng: random.Random, now_ms: int) -> list[Candidate]:
-        """Up to `j` pooled groups, uniformly at random, at most `per_peer_cap` per origin."""
-        fresh = [c for c in self.pool if self._fresh(c, now_ms)]
-        if len(fresh) < len(self.pool):
-            self.counts["stale"] += len(self.pool) - len(fresh)
-        order = list(range(len(fresh)))
-        rng.shuffle(order)
-        per_origin: Counter[str] = Counter()
-        chosen: list[int] = []
-        for i in order:
-            if len(chosen) == j:
-                break
-            if per_origin[fresh[i].origin] < self.cfg.per_peer_cap:
-                per_origin[fresh[i].origin] += 1
-                chosen.append(i)
-        taken = set(chosen)
-        self.pool = [c for i, c in enumerate(fresh) if i not in taken]
-        return [fresh[i] for i in sorted(chosen)]
-
-    def pop_reports(self) -> list[tuple[str, str]]:
+    def pop_reports(self) -> list[tuple[str, Misconduct]]:
         """Misbehaviour found since the last call, for the swarm layer's peer scores."""
         out, self._reports = self._reports, []
         return out
+
+    def state_dict(self) -> dict:
+        return {"counts": dict(self.counts), "newest": dict(self.newest)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.counts = Counter({str(k): int(v) for k, v in state["counts"].items()})
+        self.newest = {str(k): int(v) for k, v in state["newest"].items()}

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from node.rollout.base import Completion
+from node.records import Completion
 
 
 @dataclass
@@ -22,7 +22,9 @@ class PackedBatch:
     mask: Tensor  # [B, T-1] float: 1 where the predicted token is a completion token
     behavior_logprobs: Tensor  # [B, T-1] float: sampler's logprob at completion positions, 0 elsewhere
     advantages: Tensor  # [B, T-1] float: each row's advantage broadcast over its completion
-    versions: Tensor  # [B] long: policy version that sampled each row
+    versions: Tensor  # [B] long: OUR policy version that produced each row's behaviour log-probs
+    old_logprobs: Tensor | None  # [B, T-1] float: log pi_old recorded before the update, 0 elsewhere
+    sources: Tensor  # [B] long: 0 = our own sample, k > 0 = the k-th peer of the step's batch
 
 
 def pack_tokens(completions: list[Completion], pad_id: int) -> tuple[Tensor, Tensor]:
@@ -37,20 +39,36 @@ def pack_tokens(completions: list[Completion], pad_id: int) -> tuple[Tensor, Ten
     return input_ids, attention
 
 
-def pack(completions: list[Completion], advantages: Tensor, pad_id: int) -> PackedBatch:
+def source_ids(completions: list[Completion]) -> list[int]:
+    """0 for our own rows, 1.. for each distinct origin in order of first appearance."""
+    index: dict[str, int] = {}
+    return [0 if c.local else index.setdefault(c.origin, len(index) + 1) for c in completions]
+
+
+def pack(
+    completions: list[Completion],
+    advantages: Tensor,
+    pad_id: int,
+    old_logprobs: list[list[float]] | None = None,
+    sources: list[int] | None = None,
+) -> PackedBatch:
     input_ids, attention = pack_tokens(completions, pad_id)
     rows, width = input_ids.shape
     mask = torch.zeros((rows, width - 1))
     behavior = torch.zeros((rows, width - 1))
     adv = torch.zeros((rows, width - 1))
+    old = torch.zeros((rows, width - 1)) if old_logprobs is not None else None
     for r, c in enumerate(completions):
         p, n = len(c.prompt_ids), len(c.completion_ids)
         if n:
             mask[r, p - 1 : p + n - 1] = 1
             behavior[r, p - 1 : p + n - 1] = torch.tensor(c.behavior_logprobs)
             adv[r, p - 1 : p + n - 1] = float(advantages[r])
+            if old is not None:
+                old[r, p - 1 : p + n - 1] = torch.tensor(old_logprobs[r])
     versions = torch.tensor([c.policy_version for c in completions], dtype=torch.long)
-    return PackedBatch(input_ids, attention, mask, behavior, adv, versions)
+    src = torch.tensor(sources if sources is not None else source_ids(completions), dtype=torch.long)
+    return PackedBatch(input_ids, attention, mask, behavior, adv, versions, old, src)
 
 
 def token_logprobs(model, input_ids: Tensor, attention_mask: Tensor, temperature: float, with_entropy: bool,

@@ -173,6 +173,8 @@ def cmd_run(args) -> int:
     if args.resume:
         if node.resume():
             print(f"[node] resumed at step {node.step} from {node.ckpt_dir}", flush=True)
+            for path in node.checkpoints_skipped:
+                print(f"[node] warning: skipped corrupt checkpoint {path} (set aside as corrupt-*)", flush=True)
         else:
             print(f"[node] no checkpoint in {node.ckpt_dir}; starting fresh", flush=True)
     elif (node.ckpt_dir).is_dir() and any(node.ckpt_dir.iterdir()):

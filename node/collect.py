@@ -15,7 +15,8 @@ from torch import Tensor
 from node.algos.api import keep_groups, row_keep, shape_rewards, should_generate_more
 from node.algos.types import AdvantageInputs, Requirements
 from node.config import Config
-from node.rollout.base import Completion, Group, RolloutEngine, SamplingParams
+from node.records import Completion, Group, SamplingParams
+from node.rollout import Renderer, RolloutEngine
 from node.sampler import PromptSampler
 from node.scoring import score_groups
 from node.tasks.base import Task
@@ -31,15 +32,20 @@ class Collected:
     gen_tokens: int = 0
 
 
-def _generate(engine, sampler, tasks, cfg: Config, step: int, rnd: int, n: int, group_size: int, sampling) -> list[Group]:
+def _generate(engine, renderer, sampler, tasks, cfg: Config, step: int, rnd: int, n: int, group_size: int, sampling) -> list[Group]:
     prompts = sampler.sample(step, n, rnd)
-    groups = engine.generate(prompts, group_size, sampling)
-    score_groups(groups, tasks, cfg.tasks.rewards, cfg.rollout.max_new_tokens)
-    return groups
+    groups = engine.generate(renderer.requests(prompts), group_size, sampling)
+    return score_groups(groups, tasks, cfg.tasks.rewards, cfg.rollout.max_new_tokens)
+
+
+def filter_signal(cfg: Config) -> str | None:
+    """The reward component a zero-variance filter compares (None: the weighted total)."""
+    return "correctness" if cfg.algorithm.filter_signal == "correctness" else None
 
 
 def collect(
     engine: RolloutEngine,
+    renderer: Renderer,
     sampler: PromptSampler,
     tasks: dict[str, Task],
     cfg: Config,
@@ -57,12 +63,13 @@ def collect(
     dropped = 0
     rounds = 0
     while True:
-        groups = _generate(engine, sampler, tasks, cfg, step, rounds, target, group_size, sampling)
+        groups = _generate(engine, renderer, sampler, tasks, cfg, step, rounds, target, group_size, sampling)
         rounds += 1
         if not algo.dynamic_sampling:
             kept = groups
             break
-        rewards = torch.tensor([c.reward for g in groups for c in g.completions])
+        signal = filter_signal(cfg)
+        rewards = torch.tensor([v for g in groups for v in g.signal(signal)])
         ids = torch.tensor([i for i, g in enumerate(groups) for _ in g.completions])
         mask = keep_groups(rewards, ids)
         good = [g for i, g in enumerate(groups) if bool(mask[ids == i].all())]
@@ -74,17 +81,19 @@ def collect(
         kept = kept[:target] if kept else groups  # nothing had variance: train on the last round (zero advantages)
     out = Collected(kept, rounds=rounds, dropped_groups=dropped)
     if req.baseline_rewards:
-        out.baselines = baseline_rewards(engine, kept, tasks, cfg)
+        out.baselines = baseline_rewards(engine, renderer, kept, tasks, cfg)
     out.gen_seconds = time.perf_counter() - t0
     out.gen_tokens = sum(len(c.completion_ids) for g in kept for c in g.completions)
     return out
 
 
-def baseline_rewards(engine: RolloutEngine, groups: list[Group], tasks: dict[str, Task], cfg: Config) -> dict[str, float]:
+def baseline_rewards(
+    engine: RolloutEngine, renderer: Renderer, groups: list[Group], tasks: dict[str, Task], cfg: Config
+) -> dict[str, float]:
     """ReMax: the reward of one greedy completion per prompt, by prompt id."""
     greedy = SamplingParams(cfg.rollout.max_new_tokens, greedy=True)
-    base = engine.generate([g.prompt for g in groups], 1, greedy)
-    score_groups(base, tasks, cfg.tasks.rewards, cfg.rollout.max_new_tokens)
+    base = engine.generate(renderer.requests([g.prompt for g in groups]), 1, greedy)
+    base = score_groups(base, tasks, cfg.tasks.rewards, cfg.rollout.max_new_tokens)
     return {g.prompt.prompt_id: g.completions[0].reward for g in base}
 
 
@@ -100,14 +109,14 @@ def completion_matrix(completions: list[Completion], values: list[list[float]]) 
 
 
 def advantage_inputs(
-    collected: Collected,
+    groups: list[Group],
+    baselines: dict[str, float],
     cfg: Config,
     req: Requirements,
     ref_logprobs: list[list[float]] | None = None,
 ) -> tuple[list[Completion], AdvantageInputs, Tensor | None]:
     """Flatten groups into completions and the estimator's inputs (rewards already shaped).
     Returns the completions, the inputs, and the row mask from overlong filtering (or None)."""
-    groups = collected.groups
     completions = [c for g in groups for c in g.completions]
     names = list(cfg.tasks.rewards)
     lengths = torch.tensor([len(c.completion_ids) for c in completions], dtype=torch.float32)
@@ -132,7 +141,7 @@ def advantage_inputs(
                               for c in completions]),
         seq_logprobs=(behavior * mask).sum(-1) / n_tok if req.seq_logprobs else None,
         ref_seq_logprobs=(ref * mask).sum(-1) / n_tok if ref is not None else None,
-        baseline_rewards=torch.tensor([collected.baselines[c.prompt.prompt_id] for c in completions])
+        baseline_rewards=torch.tensor([baselines[c.prompt.prompt_id] for c in completions])
         if req.baseline_rewards
         else None,
         lengths=lengths,

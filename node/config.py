@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import tomllib
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from node.algos.config import AlgorithmConfig
 
@@ -123,7 +123,15 @@ class TrainerConfig(Section):
     betas: tuple[float, float] = Field((0.9, 0.99))
     warmup_steps: int = Field(0, ge=0, description="linear warm-up of the learning rate")
     grad_clip: float = Field(1.0, gt=0, description="max global grad norm")
-    micro_batch_size: int = Field(8, ge=1, description="sequences per forward/backward")
+    micro_batch_size: int = Field(8, ge=1, description="sequences per forward/backward (memory only)")
+    ppo_epochs: int = Field(
+        1, ge=1, description="passes over each step's batch (TRL num_iterations, verl ppo_epochs); the "
+        "behaviour/old log-probs are recorded once before the first pass"
+    )
+    mini_batch_size: int | None = Field(
+        None, ge=1, description="sequences per optimizer step; a step's batch is shuffled and split into "
+        "mini-batches, one optimizer step each (ratios leave 1 from the second); None = the whole batch"
+    )
 
 
 class CheckpointConfig(Section):
@@ -231,6 +239,16 @@ class Config(Section):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     swarm: SwarmConfig = Field(default_factory=SwarmConfig)
 
+    @model_validator(mode="after")
+    def _coherent(self) -> Config:
+        if self.swarm.mode == "join" and self.swarm.peer_logprobs == "reuse" and self.algorithm.prox_logprobs == "loglinear":
+            raise ValueError(
+                "algorithm.prox_logprobs=loglinear cannot be used with swarm.peer_logprobs=reuse: the log-linear "
+                "approximation interpolates between versions of OUR policy, and a reused peer row was sampled by "
+                "another peer's; use prox_logprobs=recompute (or peer_logprobs=recompute)"
+            )
+        return self
+
 
 class ConfigError(ValueError):
     """A config file, key or value is wrong; the message names it."""
@@ -316,6 +334,8 @@ def format_errors(err: ValidationError) -> str:
             close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             lines.append(f"  {dotted}: unknown key{hint}; allowed: {', '.join(allowed)}")
+        elif not loc:  # a rule across sections (Config._coherent): the message names the keys
+            lines.append(f"  {e['msg'].removeprefix('Value error, ')}")
         else:
             lines.append(f"  {dotted}: {e['msg']} (got {e.get('input')!r})")
     return "invalid config:\n" + "\n".join(lines)

@@ -9,14 +9,16 @@ from pathlib import Path
 from node import checkpoint
 from node.config import Config
 from node.policy import load_policy
-from node.rollout import SamplingParams, build_engine
+from node.records import SamplingParams
+from node.rollout import Renderer, build_engine
 from node.scoring import score_groups
 from node.tasks import build_tasks
 
 
 def accuracy(cfg: Config, policy, n: int) -> dict[str, float]:
     tasks = build_tasks(cfg.tasks)
-    engine = build_engine(cfg.rollout, policy, cfg.tasks)
+    renderer = Renderer.from_config(policy.tokenizer, cfg.tasks, policy.model)
+    engine = build_engine(cfg.rollout, policy, renderer)
     sampling = SamplingParams(cfg.rollout.max_new_tokens, greedy=True)
     weights = {"correctness": 1.0, "format": 0.0}
     out = {}
@@ -24,8 +26,8 @@ def accuracy(cfg: Config, policy, n: int) -> dict[str, float]:
         prompts = task.heldout(n)
         if not prompts:
             raise ValueError(f"task {task.name!r} has no held-out prompts: every generated question is in its training set")
-        groups = engine.generate(prompts, 1, sampling)
-        score_groups(groups, {task.name: task}, weights, cfg.rollout.max_new_tokens)
+        groups = engine.generate(renderer.requests(prompts), 1, sampling)
+        groups = score_groups(groups, {task.name: task}, weights, cfg.rollout.max_new_tokens)
         comps = [g.completions[0] for g in groups]
         out[f"{task.name}/accuracy"] = statistics.fmean(c.reward_components["correctness"] for c in comps)
         out[f"{task.name}/format"] = statistics.fmean(c.reward_components["format"] for c in comps)

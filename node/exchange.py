@@ -7,7 +7,9 @@ peer with the same tokenizer may reuse them.  Claimed rewards are advisory.
 Incoming, `to_local` rebuilds completions for *our* policy: the peer's text is re-tokenized
 with our tokenizer and closed with our end-of-turn token, unless its tokenizer hash equals ours
 and the caller asks to reuse its tokens (and then its logprobs, for off-policy correction).
-Scoring is left to the caller, against our task's ground truth.
+Scoring is left to the caller, against our task's ground truth.  Every row keeps who sampled it
+(`origin`) and the origin's own version counter (`origin_version`); `policy_version` is ours
+(see node/records.py).
 """
 
 from __future__ import annotations
@@ -15,8 +17,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from node.rollout.base import Completion, Group, SamplingParams
-from node.tasks.base import Prompt
+from node.records import Completion, Group, Prompt, SamplingParams
 from protocol import Completion as WireCompletion
 from protocol import RolloutGroup, TaskRef, logprob_array, token_array
 from protocol import SamplingParams as WireSampling
@@ -67,12 +68,23 @@ def to_wire(
         model_id=model_id,
         tokenizer_hash=tok_hash if with_tokens else "",
         policy_version=max(c.policy_version for c in group.completions),
+        truncated=tuple(c.truncated for c in group.completions),
         sampling=WireSampling(
             temperature=0.0 if sampling.greedy else sampling.temperature,
             top_p=sampling.top_p,
             max_tokens=sampling.max_new_tokens,
         ),
     )
+
+
+def cut_by_peer(wire: RolloutGroup, i: int) -> bool:
+    """Whether completion `i` may have been cut at the origin's length cap: its flag when the
+    origin says (`RolloutGroup.truncated`), else its token count when it sent ids, else True
+    (we never close with our end-of-turn a text that may stop mid-answer)."""
+    if wire.truncated:
+        return wire.truncated[i]
+    ids = wire.completions[i].token_ids
+    return ids is None or len(ids) >= wire.sampling.max_tokens
 
 
 def to_local(
@@ -89,21 +101,21 @@ def to_local(
     """Our view of a peer's group: completions on our prompt ids, ready to score.
 
     Re-tokenized completions get empty `behavior_logprobs` (the caller fills them from the local
-    policy) and `local_version`; reused ones keep the peer's ids, logprobs and version.  Text
-    longer than `max_new_tokens` of our tokens is cut and marked truncated ("length")."""
+    policy, `Completion.with_behavior`); reused ones keep the peer's ids and logprobs.  Both carry
+    `local_version` as our version and the peer's counter as `origin_version`.  Text longer than
+    `max_new_tokens` of our tokens is cut and marked truncated ("length"); so is text the peer
+    marked truncated, which is never closed with our end-of-turn token."""
     out: list[Completion] = []
-    for wc in wire.completions:
+    for i, wc in enumerate(wire.completions):
         if reuse_tokens and wc.token_ids is not None and wc.behavior_logprobs is not None:
             ids = list(wc.token_ids)[:max_new_tokens]
             logps = list(wc.behavior_logprobs)[: len(ids)]
             reason = "stop" if ids and ids[-1] == stop_id else "length"
-            version = wire.policy_version
         else:
             ids = list(tokenizer(wc.text, add_special_tokens=False)["input_ids"])
-            cut_by_peer = wc.token_ids is not None and len(wc.token_ids) >= wire.sampling.max_tokens
-            reason = "stop" if len(ids) < max_new_tokens and not cut_by_peer else "length"
+            reason = "stop" if len(ids) < max_new_tokens and not cut_by_peer(wire, i) else "length"
             ids = ids + [stop_id] if reason == "stop" else ids[:max_new_tokens]
-            logps, version = [], local_version
-        out.append(Completion(prompt, prompt_ids, ids, logps, wc.text, reason, version, peer_id=origin))
-    return Group(prompt, out)
+            logps = []
+        out.append(Completion(prompt, prompt_ids, ids, logps, wc.text, reason, local_version, origin, wire.policy_version))
+    return Group(prompt, tuple(out))
 

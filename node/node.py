@@ -1,26 +1,38 @@
 """`Node`: builds the parts of one peer and drives the loop.
 
-One step, in order: [join mode: take up to J admitted peer groups] -> select prompts ->
-generate the local groups (I, plus any of the J the swarm could not supply) -> score locally ->
-advantages over local and peer groups -> train -> [publish the local groups] -> log ->
-checkpoint.  This is the one place that knows that order; the components (engine, trainer,
-tasks, checkpoints, the swarm link) never hold a reference to the node.  In solo mode nothing
-of the swarm layer is imported and no socket is opened.
+One step, top to bottom (`train_step`):
+
+1. [join] admit what the swarm delivered: judge each group on the wire (node/admission.py),
+   localize it for our policy (node/exchange.py), re-score it with our verifier, judge again,
+   pool the survivors (node/pool.py); report proven liars to the swarm;
+2. [join] take up to J pooled peer groups and give re-tokenized ones our behaviour log-probs;
+3. generate the local groups (I, plus any of the J the swarm could not supply) and score them;
+4. advantages over local and peer groups together; drop rows the algorithm refuses;
+5. the PPO update (node/trainer.py); sync the engine's weights;
+6. [join] publish the local groups; log; checkpoint (in `run`).
+
+This is the one place that knows that order; components (engine, trainer, admission, pool, the
+swarm link) never hold a reference to the node or to each other.  In solo mode nothing of the
+swarm layer is imported and no socket is opened.
 
 Guarantees: a Ctrl-C finishes the current step, saves a checkpoint and exits (a second Ctrl-C
-aborts at once, leaving the last checkpoint); `resume()` restores weights, optimizer, RNG
-states and step, so the next batch is the one an uninterrupted run would have drawn.
+aborts at once, leaving the last checkpoint); `resume()` restores weights, optimizer, RNG states,
+step and every component's state (sampler, admission counters, the pool of peer groups), so the
+next batch is the one an uninterrupted run would have drawn.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.metadata
+import logging
 import os
+import random
 import signal
-import statistics
 import time
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +40,19 @@ import torch
 
 from node import checkpoint
 from node.algos.api import advantages_with_keep, requirements
-from node.collect import advantage_inputs, baseline_rewards, collect
+from node.collect import advantage_inputs, baseline_rewards, collect, filter_signal
 from node.config import Config, dump_config
-from node.policy import load_policy, load_reference
-from node.rollout import SamplingParams, build_engine
+from node.exchange import to_local
+from node.records import Group, SamplingParams
+from node.rollout import Renderer, RolloutEngine, build_engine
 from node.sampler import PromptSampler
+from node.scoring import score_group
+from node.step_metrics import step_metrics
 from node.tasks import build_tasks
+from node.tasks.base import Task
 from node.trainer import Trainer
+
+log = logging.getLogger(__name__)
 
 
 @functools.cache
@@ -45,62 +63,104 @@ def software_version() -> str:
         return "dev"
 
 
+@dataclass
+class Parts:
+    """What a node is made of.  `from_config` loads the real policy, tasks, renderer and engine;
+    experiments pass toy ones that speak the same protocols (benchmarks/toy)."""
+
+    policy: Any  # .model (nn.Module), .tokenizer (pad_token_id; callable for peers' text), .device
+    tasks: list[Task]
+    renderer: Renderer  # or anything with .ids(question), .requests(prompts), .end_of_turn
+    engine: RolloutEngine
+    reference: torch.nn.Module | None = None  # frozen reference policy (KL, ACE)
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> Parts:
+        from node.policy import load_policy, load_reference
+
+        tasks = build_tasks(cfg.tasks)
+        policy = load_policy(cfg.model)
+        renderer = Renderer.from_config(policy.tokenizer, cfg.tasks, policy.model)
+        ref = load_reference(policy) if requirements(cfg.algorithm).reference_model else None
+        return cls(policy, tasks, renderer, build_engine(cfg.rollout, policy, renderer), ref)
+
+
 class Node:
-    def __init__(self, cfg: Config, run_dir: Path | None = None):
+    def __init__(self, cfg: Config, run_dir: Path | None = None, parts: Parts | None = None):
         self.cfg = cfg
         self.run_dir = Path(run_dir or cfg.logging.run_dir)
         torch.manual_seed(cfg.seed)
-        task_list = build_tasks(cfg.tasks)
-        self.tasks = {t.name: t for t in task_list}
-        self.sampler = PromptSampler(task_list, [s.weight for s in cfg.tasks.sources], cfg.seed)
-        self.policy = load_policy(cfg.model)
+        parts = parts or Parts.from_config(cfg)
+        self.policy, self.renderer, self.engine = parts.policy, parts.renderer, parts.engine
+        self.tasks = {t.name: t for t in parts.tasks}
+        self.sampler = PromptSampler(parts.tasks, [s.weight for s in cfg.tasks.sources], cfg.seed)
         self.req = requirements(cfg.algorithm)
-        ref = load_reference(self.policy) if self.req.ref_logprobs else None
-        self.engine = build_engine(cfg.rollout, self.policy, cfg.tasks)
         self.trainer = Trainer(
-            self.policy.model,
-            cfg.trainer,
-            cfg.algorithm,
-            self.policy.tokenizer.pad_token_id,
-            self.policy.device,
-            cfg.rollout.temperature,
-            cfg.rollout.max_new_tokens,
-            ref_model=ref,
-        )
+            self.policy.model, cfg.trainer, cfg.algorithm, self.req, self.policy.tokenizer.pad_token_id,
+            self.policy.device, cfg.rollout.temperature, cfg.rollout.max_new_tokens, parts.reference, cfg.seed,
+        )  # fmt: skip
         self.sampling = SamplingParams(cfg.rollout.max_new_tokens, cfg.rollout.temperature, cfg.rollout.top_p)
         self.step = 0
         self._stop = False
         self.sharing = None
-        if cfg.swarm.mode == "join":
+        self.checkpoints_skipped: list[str] = []  # corrupt checkpoints resume fell back past
+        if cfg.swarm.mode == "join":  # solo mode imports nothing of the swarm layer
+            from node.admission import Admission, AdmissionConfig
+            from node.pool import GroupPool, PoolConfig
             from node.sharing import Sharing
 
-            self.sharing = Sharing.open(cfg, self.run_dir, self.policy, self.tasks, self.trainer)
+            sw = cfg.swarm
+            self.sharing = Sharing.open(cfg, self.run_dir, self.policy, self.tasks)
+            self.admission = Admission(
+                AdmissionConfig(sw.max_age_s, signal=filter_signal(cfg)), self.tasks, self.sharing.peer_id
+            )
+            self.pool = GroupPool(PoolConfig(sw.pool_size, sw.per_peer_cap, sw.max_age_s, sw.max_version_lag))
+            self.swarm_totals: Counter[str] = Counter()  # used, filled_locally
 
     # -- state -------------------------------------------------------------------------
     @property
     def ckpt_dir(self) -> Path:
         return self.run_dir / "checkpoints"
 
+    def components(self) -> dict[str, dict]:
+        """Every stateful component's `state_dict()`, by the name it is checkpointed under."""
+        out = {"sampler": self.sampler.state_dict()}
+        if self.sharing is not None:
+            out |= {"admission": self.admission.state_dict(), "pool": self.pool.state_dict(),
+                    "swarm_totals": dict(self.swarm_totals)}  # fmt: skip
+        return out
+
+    def _load_components(self, state: dict[str, dict]) -> None:
+        if "sampler" in state:
+            self.sampler.load_state_dict(state["sampler"])
+        if self.sharing is not None and "pool" in state:  # a solo checkpoint joining a swarm starts empty
+            self.admission.load_state_dict(state["admission"])
+            self.pool.load_state_dict(state["pool"], self._find_prompt)
+            self.swarm_totals = Counter(state["swarm_totals"])
+
+    def _find_prompt(self, task: str, question: str):
+        return self.tasks[task].lookup(question) if task in self.tasks else None
+
     def save(self) -> Path:
         return checkpoint.save(
-            self.ckpt_dir,
-            self.step,
-            self.trainer.version,
-            self.policy.model,
-            self.trainer.optimizer,
-            dump_config(self.cfg),
-            self.cfg.model.name,
-            self.cfg.checkpoint.keep,
-        )
+            self.ckpt_dir, self.step, self.trainer.version, self.policy.model, self.trainer.optimizer,
+            dump_config(self.cfg), self.cfg.model.name, self.cfg.checkpoint.keep, components=self.components(),
+        )  # fmt: skip
 
     def resume(self, path: Path | None = None) -> bool:
-        """Restore the given or latest checkpoint; False if there is none."""
-        path = path or checkpoint.latest(self.ckpt_dir)
-        if path is None:
+        """Restore the given checkpoint, or the newest good one (falling back past corrupt ones
+        with a warning); False if there is none."""
+        model, opt, name = self.policy.model, self.trainer.optimizer, self.cfg.model.name
+        if path is not None:
+            restored = checkpoint.load(path, model, opt, name)
+        else:
+            restored = checkpoint.load_latest(self.ckpt_dir, model, opt, name)
+        if restored is None:
             return False
-        restored = checkpoint.load(path, self.policy.model, self.trainer.optimizer, self.cfg.model.name)
         self.step = restored.step
         self.trainer.version = restored.policy_version
+        self.checkpoints_skipped = [str(p) for p, _ in restored.skipped]
+        self._load_components(restored.components)
         self.engine.sync_weights(restored.policy_version)
         return True
 
@@ -108,56 +168,112 @@ class Node:
     def train_step(self) -> dict[str, Any]:
         cfg = self.cfg
         t0 = time.perf_counter()
-        external, swarm_info = self.sharing.take(self.step) if self.sharing else ([], {})
-        n_local = cfg.rollout.prompts_per_step + (cfg.swarm.external_groups - len(external) if self.sharing else 0)
-        collected = collect(self.engine, self.sampler, self.tasks, cfg, self.req, self.step, self.sampling, n_local)
-        local = collected.groups
-        if external:
-            collected.groups = local + external
-            if self.req.baseline_rewards:  # ReMax: greedy baselines for the peers' prompts too
-                collected.baselines.update(baseline_rewards(self.engine, external, self.tasks, cfg))
-        groups = collected.groups
-        raw = [c for g in groups for c in g.completions]
-        ref = self.trainer.ref_logprobs(raw) if self.req.ref_logprobs else None
-        completions, inputs, keep = advantage_inputs(collected, cfg, self.req, ref)
+        peer, swarm_info = self.peer_groups() if self.sharing else ([], {})
+        n_local = cfg.rollout.prompts_per_step + (
+            cfg.swarm.external_groups - len(peer) if self.sharing else 0
+        )
+        collected = collect(
+            self.engine,
+            self.renderer,
+            self.sampler,
+            self.tasks,
+            cfg,
+            self.req,
+            self.step,
+            self.sampling,
+            n_local,
+        )
+        local, baselines = collected.groups, dict(collected.baselines)
+        if peer and self.req.baseline_rewards:  # ReMax: greedy baselines for the peers' prompts too
+            baselines |= baseline_rewards(self.engine, self.renderer, peer, self.tasks, cfg)
+        groups = local + peer
+        ref = (
+            self.trainer.ref_logprobs([c for g in groups for c in g.completions])
+            if self.req.ref_logprobs
+            else None
+        )
+        completions, inputs, keep = advantage_inputs(groups, baselines, cfg, self.req, ref)
         out = advantages_with_keep(inputs, cfg.algorithm)
         rows = out.keep if keep is None else out.keep & keep
-        if not bool(rows.any()):
-            rows = torch.ones_like(rows)  # nothing left: train on zero advantages rather than skip the step
         train_rows = [c for c, k in zip(completions, rows.tolist()) if k]
-        advantages = out.advantages[rows]
-        metrics = self.trainer.step(train_rows, advantages)
+        metrics = self.trainer.update(train_rows, out.advantages[rows])
         self.engine.sync_weights(self.trainer.version)
         if self.sharing:
             self.sharing.publish(local, self.sampling)
             metrics.update(swarm_info, local_groups=len(local))
         self.step += 1
-        rewards = [c.reward for c in completions]
-        local_rewards = [c.reward for g in local for c in g.completions]
-        metrics.update(
-            reward_mean=statistics.fmean(rewards),
-            reward_local=statistics.fmean(local_rewards),
-            reward_std=statistics.pstdev(rewards),
-            adv_mean=float(advantages.mean()),
-            adv_std=float(advantages.std()) if advantages.numel() > 1 else 0.0,
-            adv_abs_max=float(advantages.abs().max()),
-            completion_len=statistics.fmean(len(c.completion_ids) for c in completions),
-            truncated_frac=sum(c.truncated for c in completions) / len(completions),
-            zero_var_groups=sum(len(set(g.rewards)) == 1 for g in groups) / len(groups),
-            rows_dropped=len(completions) - len(train_rows),
-            gen_rounds=collected.rounds,
-            gen_dropped_groups=collected.dropped_groups,
-            gen_tokens_per_s=collected.gen_tokens / collected.gen_seconds,
-            gen_s=collected.gen_seconds,
-            policy_version=self.trainer.version,
-        )
-        for n in cfg.tasks.rewards:
-            metrics[f"reward/{n}"] = statistics.fmean(c.reward_components[n] for c in completions)
-        metrics["step_s"] = time.perf_counter() - t0
+        metrics.update(step_metrics(cfg, groups, local, completions, out.advantages[rows], collected))
+        metrics.update(policy_version=self.trainer.version, step_s=time.perf_counter() - t0)
         return metrics
 
+    # -- peer groups (join mode) -----------------------------------------------------------
+    def peer_groups(self) -> tuple[list[Group], dict[str, Any]]:
+        """Admit what arrived, then up to J pooled groups with behaviour log-probs; never blocks."""
+        want = self.cfg.swarm.external_groups
+        now_ms = int(time.time() * 1000)
+        for item in self.sharing.drain():
+            self._admit(item, now_ms)
+        for origin, why in self.admission.pop_reports():
+            self.sharing.report(origin, why)
+        rng = random.Random(self.cfg.seed * 1_000_003 + self.step)
+        chosen = self.pool.take(want, rng, now_ms, self.admission.newest)
+        groups = self._with_behavior([e.group for e in chosen])
+        self.swarm_totals.update(used=len(groups), filled_locally=want - len(groups))
+        info = {
+            "swarm/external_groups": len(groups),
+            "swarm/filled_locally": want - len(groups),
+            "swarm/external_peers": len({e.origin for e in chosen}),
+            "swarm/pool": len(self.pool),
+            "swarm/connected": float(self.sharing.link.connected),
+        }
+        return groups, info
+
+    def _admit(self, item, now_ms: int) -> None:
+        from node.admission import Reason
+        from node.pool import PoolEntry
+
+        found = self.admission.screen(item, now_ms)
+        if isinstance(found, Reason):
+            return
+        try:
+            group = score_group(self._localize(item.group, found, item.origin), self.tasks[found.task],
+                                self.cfg.tasks.rewards, self.cfg.rollout.max_new_tokens)  # fmt: skip
+        except Exception as e:  # a group that breaks our tokenizer or scorer is refused, not fatal
+            self.admission.error(item)
+            log.warning("refused group %s from %s: %s", item.group_id[:12], item.origin[:16], e)
+            return
+        if self.admission.judge(item, group, now_ms) is Reason.ADMITTED:
+            wire = item.group
+            self.pool.add(PoolEntry(group, item.origin, item.group_id, wire.policy_version, wire.created_ms))
+
+    def _localize(self, wire, prompt, origin: str) -> Group:
+        reuse = self.cfg.swarm.peer_logprobs == "reuse" and wire.tokenizer_hash == self.sharing.tok_hash
+        return to_local(wire, prompt, self.renderer.ids(prompt.question), self.policy.tokenizer,
+                        self.renderer.end_of_turn, self.cfg.rollout.max_new_tokens, self.trainer.version,
+                        origin, reuse)  # fmt: skip
+
+    def _with_behavior(self, groups: list[Group]) -> list[Group]:
+        """Re-tokenized peer text gets our current policy's log-probs as its behaviour (SAPO)."""
+        todo = [c for g in groups for c in g.completions if not c.behavior_logprobs and c.completion_ids]
+        filled = dict(zip(map(id, todo), self.trainer.policy_logprobs(todo) if todo else []))
+        v = self.trainer.version
+        return [
+            g.replace_completions(
+                [c.with_behavior(filled[id(c)], v) if id(c) in filled else c for c in g.completions]
+            )
+            for g in groups
+        ]
+
+    # -- status and the loop -----------------------------------------------------------------
     def status(self, metrics: dict[str, Any], steps: int) -> dict[str, Any]:
         """The record `swarmrl status` and the metrics endpoint show (see node/status.py)."""
+        swarm = None
+        if self.sharing:
+            verdicts = dict(self.admission.counts) | dict(self.pool.counts)
+            swarm = self.sharing.status() | {
+                "admitted": self.admission.counts["admitted"], "used": self.swarm_totals["used"],
+                "filled_locally": self.swarm_totals["filled_locally"], "verdicts": verdicts, "pool": len(self.pool),
+            }  # fmt: skip
         return {
             "version": software_version(),
             "pid": os.getpid(),
@@ -172,7 +288,8 @@ class Node:
             "reward_local": metrics.get("reward_local"),
             "correctness": metrics.get("reward/correctness"),
             "step_s": metrics.get("step_s"),
-            "swarm": self.sharing.status() if self.sharing else None,
+            "checkpoints_skipped": len(self.checkpoints_skipped),
+            "swarm": swarm,
         }
 
     def close(self) -> None:
@@ -181,7 +298,6 @@ class Node:
             self.sharing.close()
             self.sharing = None
 
-    # -- the loop ------------------------------------------------------------------------
     def _on_sigint(self, signum, frame) -> None:
         if self._stop:
             raise KeyboardInterrupt

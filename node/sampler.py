@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import random
 
-from node.tasks.base import Prompt, Task
+from node.records import Prompt
+from node.tasks.base import Task
 
 
 class PromptSampler:
@@ -22,3 +23,12 @@ class PromptSampler:
             task = rng.choices(self.tasks, weights=self.weights)[0]
             out.append(task.prompt(rng.randrange(len(task))))
         return out
+
+    def state_dict(self) -> dict:
+        """Stateless by design (a pure function of seed and step); the seed is kept so that a
+        resume under another seed is caught."""
+        return {"seed": self.seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("seed") != self.seed:
+            raise ValueError(f"checkpoint sampler seed {state.get('seed')} != configured seed {self.seed}")

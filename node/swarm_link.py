@@ -25,6 +25,7 @@ from typing import Any
 
 from protocol import Identity, RolloutGroup
 from swarm.inbox import InboxItem
+from swarm.misconduct import Misconduct
 from swarm.peer import SwarmConfig, SwarmPeer
 
 log = logging.getLogger(__name__)
@@ -161,7 +162,7 @@ class SwarmLink:
         self.counts["drained"] += len(items)
         return items
 
-    def report(self, origin: str, reason: str) -> None:
+    def report(self, origin: str, reason: Misconduct) -> None:
         if self._loop is not None and self.connected:
             assert self.peer is not None
             self._loop.call_soon_threadsafe(self.peer.report, origin, reason)

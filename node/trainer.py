@@ -1,9 +1,22 @@
-"""The trainer: recompute logprobs, call the configured loss, step AdamW.
+"""The trainer: a PPO update over one step's batch with the configured loss, AdamW.
 
 It does not know which algorithm runs: advantages arrive per completion, the loss comes from
-`node.algos.api.policy_loss`, and every algorithm-specific input travels in `LossInputs`.
-One optimizer step per batch, split into micro-batches whose losses are already divided by
-the whole batch's denominators, so accumulation equals the full-batch loss.
+`node.algos.api.policy_loss`, every algorithm-specific input travels in `LossInputs`, and what
+to compute (reference model, entropy gradient, the proximal pass) comes from `Requirements`.
+
+One `update` = one training step (one policy version):
+1. the proximal ("old") log-probs of every row are recorded once, before any weight moves
+   (skipped with `prox_logprobs=loglinear`, which approximates them from the behaviour ones);
+2. `trainer.ppo_epochs` passes over the batch; each pass shuffles the rows and splits them into
+   mini-batches of `trainer.mini_batch_size`, one AdamW step each.  From the second optimizer step
+   on, pi_theta differs from pi_old, so ratios leave 1 and clipping and the off-policy
+   corrections act (TRL `num_iterations`, verl `ppo_epochs`/`ppo_mini_batch_size`);
+3. each mini-batch runs in micro-batches of `trainer.micro_batch_size` whose losses are already
+   divided by the mini-batch's denominators, so accumulation equals the mini-batch loss.
+
+The shuffle is drawn from a generator seeded by (seed, policy version), so a resumed run draws
+the same mini-batches as an uninterrupted one.  With the defaults (one epoch, one mini-batch)
+rows keep their order and the update is the single on-policy step of GRPO.
 """
 
 from __future__ import annotations
@@ -16,10 +29,23 @@ from torch import Tensor
 
 from node.algos.api import lr_scale, policy_loss, seq_log_weights
 from node.algos.config import AlgorithmConfig
-from node.algos.types import LossInputs
-from node.batching import first_completion_position, pack, pack_tokens, token_logprobs
+from node.algos.types import LossInputs, Requirements
+from node.batching import first_completion_position, pack, pack_tokens, source_ids, token_logprobs
 from node.config import TrainerConfig
-from node.rollout.base import Completion
+from node.records import Completion
+
+
+def minibatch_orders(n: int, size: int | None, epochs: int, generator: torch.Generator) -> list[list[int]]:
+    """Row indices of each optimizer step: `epochs` passes, each a fresh permutation cut into
+    chunks of `size` (None = all rows).  One pass over one mini-batch keeps the rows in order."""
+    size = size or n
+    if epochs == 1 and size >= n:
+        return [list(range(n))]
+    out = []
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=generator).tolist()
+        out += [order[s : s + size] for s in range(0, n, size)]
+    return out
 
 
 class Trainer:
@@ -28,25 +54,29 @@ class Trainer:
         model: torch.nn.Module,
         cfg: TrainerConfig,
         algo: AlgorithmConfig,
+        req: Requirements,
         pad_id: int,
         device: torch.device,
         temperature: float,
         max_new_tokens: int,
         ref_model: torch.nn.Module | None = None,
+        seed: int = 0,
     ):
         self.model = model
         self.cfg = cfg
         self.algo = algo
+        self.req = req
         self.pad_id = pad_id
         self.device = device
         self.temperature = temperature
         self.max_new_tokens = max_new_tokens
         self.ref_model = ref_model
+        self.seed = seed
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
             self.params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
         )
-        self.version = 0  # optimizer steps taken: the policy version
+        self.version = 0  # training steps taken: the policy version
 
     def lr_at(self, step: int) -> float:
         if self.cfg.warmup_steps and step < self.cfg.warmup_steps:
@@ -59,7 +89,7 @@ class Trainer:
 
     def policy_logprobs(self, completions: list[Completion]) -> list[list[float]]:
         """log pi_theta of each completion token under the current weights (peers' re-tokenized
-        text becomes on-policy data this way, as in SAPO)."""
+        text becomes on-policy data this way, as in SAPO; and the proximal pass)."""
         return self._logprobs(self.model, completions)
 
     @torch.no_grad()
@@ -73,50 +103,87 @@ class Trainer:
             logp, _ = token_logprobs(
                 model, input_ids.to(self.device), attention.to(self.device),
                 self.temperature, False, first,
-            )
+            )  # fmt: skip
             for r, c in enumerate(rows):
                 p = len(c.prompt_ids)
                 out.append(logp[r, p - 1 : p - 1 + len(c.completion_ids)].float().cpu().tolist())
         return out
 
-    def step(self, completions: list[Completion], advantages: Tensor) -> dict[str, float]:
-        """One optimizer step on these completions with these [N] advantages."""
+    def update(self, completions: list[Completion], advantages: Tensor) -> dict[str, float]:
+        """One training step on these completions with these [N] advantages (see the docstring)."""
+        if not completions:  # every row was dropped (e.g. all truncated under mask_truncated)
+            return {"skipped_empty_batch": 1.0}
         t0 = time.perf_counter()
         self.model.train()
-        n_tokens = float(sum(len(c.completion_ids) for c in completions))
-        n_seqs = float(len(completions))
+        old = self.policy_logprobs(completions) if self.req.old_logprobs else None
+        sources = source_ids(completions)
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.version)
+        orders = minibatch_orders(len(completions), self.cfg.mini_batch_size, self.cfg.ppo_epochs, gen)
+        sums: dict[str, float] = {}
+        seen_tokens = 0
+        for idx in orders:
+            m = self._optimizer_step(
+                [completions[i] for i in idx],
+                advantages[idx],
+                [old[i] for i in idx] if old is not None else None,
+                [sources[i] for i in idx],
+            )
+            seen_tokens += int(m.pop("_tokens"))
+            for k, v in m.items():
+                sums[k] = sums.get(k, 0.0) + v
+        metrics = {k: v / len(orders) for k, v in sums.items()}  # mean over optimizer steps
+        self.version += 1
+        elapsed = time.perf_counter() - t0
+        metrics.update(
+            optimizer_steps=float(len(orders)), train_tokens_per_s=seen_tokens / elapsed, train_s=elapsed
+        )
+        return metrics
+
+    def _optimizer_step(
+        self, rows: list[Completion], advantages: Tensor, old: list[list[float]] | None, sources: list[int]
+    ) -> dict[str, float]:
+        n_tokens = float(sum(len(c.completion_ids) for c in rows))
         metrics: dict[str, float] = {}
         self.optimizer.zero_grad(set_to_none=True)
         seen_tokens = 0
         log_weights = []
         mb = self.cfg.micro_batch_size
-        for start in range(0, len(completions), mb):
-            rows = completions[start : start + mb]
-            batch = pack(rows, advantages[start : start + mb], self.pad_id)
-            first = first_completion_position(rows)
+        for start in range(0, len(rows), mb):
+            part = slice(start, start + mb)
+            batch = pack(
+                rows[part],
+                advantages[part],
+                self.pad_id,
+                old[part] if old is not None else None,
+                sources[part],
+            )
+            first = first_completion_position(rows[part])
             ids = batch.input_ids.to(self.device)
             attn = batch.attention_mask.to(self.device)
             seen_tokens += int(attn.sum())
             logp, entropy = token_logprobs(
-                self.model, ids, attn, self.temperature, True, first, entropy_grad=self.algo.entropy_coef > 0
+                self.model, ids, attn, self.temperature, True, first, entropy_grad=self.req.entropy_grad
             )
             ref = None
-            if self.ref_model is not None and self.algo.kl_coef > 0:
+            if self.ref_model is not None and self.req.ref_in_loss:
                 with torch.no_grad():
                     ref, _ = token_logprobs(self.ref_model, ids, attn, self.temperature, False, first)
             inputs = LossInputs(
                 policy_logprobs=logp,
-                old_logprobs=logp.detach(),
+                old_logprobs=batch.old_logprobs.to(self.device)
+                if batch.old_logprobs is not None
+                else logp.detach(),
                 behavior_logprobs=batch.behavior_logprobs.to(self.device),
                 advantages=batch.advantages.to(self.device),
                 mask=batch.mask.to(self.device),
                 global_tokens=n_tokens,
-                global_seqs=n_seqs,
+                global_seqs=float(len(rows)),
                 max_len=self.max_new_tokens,
                 ref_logprobs=ref,
                 entropy=entropy,
                 behavior_versions=batch.versions.to(self.device),
                 policy_version=self.version,
+                sources=batch.sources.to(self.device),
             )
             log_weights.append(seq_log_weights(inputs.old_logprobs, inputs.behavior_logprobs, inputs.mask))
             out = policy_loss(inputs, self.algo)
@@ -134,7 +201,5 @@ class Trainer:
         else:
             metrics["skipped_nonfinite_grad"] = 1.0
         self.optimizer.zero_grad(set_to_none=True)
-        self.version += 1
-        elapsed = time.perf_counter() - t0
-        metrics.update(grad_norm=float(grad_norm), lr=lr, lr_scale=scale, train_tokens_per_s=seen_tokens / elapsed, train_s=elapsed)
+        metrics.update(grad_norm=float(grad_norm), lr=lr, lr_scale=scale, _tokens=float(seen_tokens))
         return metrics

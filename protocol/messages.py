@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-PROTOCOL_VERSION: tuple[int, int] = (1, 0)  # (major, minor); rules in protocol/codec.py
+PROTOCOL_VERSION: tuple[int, int] = (1, 1)  # (major, minor); rules in protocol/codec.py
 
 
 class MessageType(IntEnum):
@@ -136,6 +136,11 @@ class RolloutGroup:
     created_ms: int = 0  # [ct] unix time in ms when sampling finished; set by sign_group; 0..2^63-1
     group_id: bytes = b""  # [id] 32-byte content hash; set by sign_group
     origin_signature: bytes = b""  # [sig] 64-byte Ed25519 signature of the id by `origin`; set by sign_group
+    # [tr] minor 1, optional: per completion, True where the origin stopped at its length cap rather than
+    # at end-of-turn; () = not said (text-only receivers then cannot know).  Outside the group id, as
+    # every later-minor field (codec rules): a relay could flip it, costing a receiver a misplaced
+    # end-of-turn at most.  Length equals `completions` when given.
+    truncated: tuple[bool, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -233,7 +233,18 @@ def group_to_wire(g: RolloutGroup) -> Wire:
     out = group_content_to_wire(g)
     out["id"] = g.group_id
     out["sig"] = g.origin_signature
+    if g.truncated:
+        out["tr"] = list(g.truncated)
     return out
+
+
+def _truncated_flags(d: Mapping[str, Any], path: str, n: int) -> tuple[bool, ...]:
+    raw = _get(d, "tr", path, optional=True)
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or len(raw) != n or any(type(v) is not bool for v in raw):
+        raise ProtocolError(RejectReason.SCHEMA, f"{path}.tr must be a list of {n} bools, one per completion")
+    return tuple(raw)
 
 
 def group_from_wire(value: Any, limits: Limits, path: str = "group") -> RolloutGroup:
@@ -259,6 +270,7 @@ def group_from_wire(value: Any, limits: Limits, path: str = "group") -> RolloutG
         created_ms=_req_int(d, "ct", path, 0, _I64_MAX),
         group_id=_bin(_get(d, "id", path, optional=False), f"{path}.id", 32),
         origin_signature=_bin(_get(d, "sig", path, optional=False), f"{path}.sig", 64),
+        truncated=_truncated_flags(d, path, len(completions)),
     )
 
 

@@ -23,6 +23,7 @@ from typing import Any, Literal
 from protocol import Identity, IdentityError, peer_id_from_public_key, public_key_from_peer_id
 from swarm.gossip import Gossip, GossipConfig, WantFn
 from swarm.inbox import Inbox
+from swarm.misconduct import Misconduct
 from swarm.protocol_wire import ProtocolWire
 from swarm.transport import Transport, TransportError
 
@@ -209,7 +210,7 @@ class SwarmPeer:
         """Sign (if needed) and announce one of our RolloutGroups; returns its hex group id."""
         return await self.gossip.publish_group(group)
 
-    def report(self, peer_id: str, reason: str) -> None:
+    def report(self, peer_id: str, reason: Misconduct) -> None:
         """Lower a peer's score for misbehaviour found above the swarm layer (enough bans it)."""
         self.gossip.report(peer_id, reason)
 

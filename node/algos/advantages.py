@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from node.algos.config import AlgorithmConfig
-from node.algos.registry import ADVANTAGES
+from node.algos.registry import ADVANTAGES, Needs
 from node.algos.types import AdvantageInputs
 
 
@@ -114,7 +114,7 @@ def rloo(inputs: AdvantageInputs, cfg: AlgorithmConfig) -> Tensor:
     return (scale * (inputs.rewards.to(torch.float64) - mean)).to(torch.float32)
 
 
-@ADVANTAGES.register("remax")
+@ADVANTAGES.register("remax", Needs(baseline_rewards=True))
 def remax(inputs: AdvantageInputs, cfg: AlgorithmConfig) -> Tensor:
     """ReMax (Li et al. 2024): REINFORCE with the greedy rollout's reward as baseline.
 
@@ -126,7 +126,7 @@ def remax(inputs: AdvantageInputs, cfg: AlgorithmConfig) -> Tensor:
     return (inputs.rewards.to(torch.float64) - inputs.baseline_rewards.to(torch.float64)).to(torch.float32)
 
 
-@ADVANTAGES.register("mc_grpo")
+@ADVANTAGES.register("mc_grpo", Needs(extra_rollouts_per_group=1))
 def mc_grpo(inputs: AdvantageInputs, cfg: AlgorithmConfig) -> Tensor:
     """MC-GRPO (Kim 2026, "Median-Centered GRPO for Small-Rollout RL"), groups of G+1.
 
@@ -154,7 +154,7 @@ def whiten(values: Tensor, weights: Tensor, eps: float) -> Tensor:
     return (values - mean) / (var.sqrt() + eps)
 
 
-@ADVANTAGES.register("gdpo")
+@ADVANTAGES.register("gdpo", Needs(components=True))
 def gdpo(inputs: AdvantageInputs, cfg: AlgorithmConfig) -> Tensor:
     """GDPO (group reward-decoupled normalisation, NVlabs/GDPO).
 

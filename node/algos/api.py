@@ -114,15 +114,18 @@ def row_keep(
 
 
 def requirements(cfg: AlgorithmConfig) -> Requirements:
-    """What the trainer/node must compute and pass for this config."""
-    mods = set(cfg.adv_modifiers)
+    """What the trainer/node must compute for this config: what the estimator, modifiers and
+    loss declared at registration (`registry.Needs`), plus what coefficients switch on."""
+    declared = [ADVANTAGES.needs(cfg.advantage), LOSSES.needs(cfg.loss)] + [MODIFIERS.needs(m) for m in cfg.adv_modifiers]
     return Requirements(
-        ref_logprobs=cfg.kl_coef > 0 or cfg.kl_reward_coef > 0 or "ace" in mods,
+        ref_logprobs=cfg.kl_reward_coef > 0 or any(n.ref_logprobs for n in declared),
+        ref_in_loss=cfg.kl_coef > 0,
         entropy=cfg.entropy_coef > 0 or cfg.entropy_mask_rho is not None,
+        entropy_grad=cfg.entropy_coef > 0,
         old_logprobs=cfg.prox_logprobs == "recompute",
         behavior_versions=cfg.prox_logprobs == "loglinear" or cfg.max_staleness is not None,
-        baseline_rewards=cfg.advantage == "remax",
-        seq_logprobs=bool(mods & {"xrpo", "ace"}),
-        components=cfg.advantage == "gdpo",
-        extra_rollouts_per_group=1 if cfg.advantage == "mc_grpo" else 0,
+        baseline_rewards=any(n.baseline_rewards for n in declared),
+        seq_logprobs=any(n.seq_logprobs for n in declared),
+        components=any(n.components for n in declared),
+        extra_rollouts_per_group=max(n.extra_rollouts_per_group for n in declared),
     )

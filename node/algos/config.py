@@ -83,6 +83,11 @@ class AlgorithmConfig(BaseModel):
 
     # --- DAPO extras the node applies (node/algos/dapo.py) ------------------------------------
     dynamic_sampling: bool = Field(False, description="drop zero-variance groups, regenerate to refill")
+    filter_signal: Literal["correctness", "reward"] = Field(
+        "correctness",
+        description="what a zero-variance filter (dynamic sampling, peer admission) compares within a group: "
+        "the verifier's correctness (a group all wrong in different formats has no signal) or the total reward",
+    )
     max_gen_rounds: int = Field(10, ge=1, description="dynamic sampling: cap on generation rounds per step")
     overlong_buffer_frac: float | None = Field(
         None,

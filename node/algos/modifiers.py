@@ -13,7 +13,7 @@ from torch import Tensor
 
 from node.algos.advantages import is_correct, masked_group_stats
 from node.algos.config import AlgorithmConfig
-from node.algos.registry import MODIFIERS
+from node.algos.registry import MODIFIERS, Needs
 from node.algos.types import AdvantageInputs
 
 
@@ -31,7 +31,7 @@ def tsallis(adv: Tensor, inputs: AdvantageInputs, cfg: AlgorithmConfig) -> Tenso
     return (adv.to(torch.float64) * weight).to(adv.dtype)
 
 
-@MODIFIERS.register("xrpo")
+@MODIFIERS.register("xrpo", Needs(seq_logprobs=True))
 def xrpo(adv: Tensor, inputs: AdvantageInputs, cfg: AlgorithmConfig) -> Tensor:
     """XRPO novelty sharpening (XRPO, 2025, exploitation half; catalog A14, [R]).
 
@@ -49,7 +49,7 @@ def xrpo(adv: Tensor, inputs: AdvantageInputs, cfg: AlgorithmConfig) -> Tensor:
     return (adv.to(torch.float64) + bonus).to(adv.dtype)
 
 
-@MODIFIERS.register("ace")
+@MODIFIERS.register("ace", Needs(ref_logprobs=True, seq_logprobs=True))
 def ace(adv: Tensor, inputs: AdvantageInputs, cfg: AlgorithmConfig) -> Tensor:
     """ACE asymmetric confidence-aware error penalty (catalog A11, [S]+[R]).
 

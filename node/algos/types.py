@@ -53,8 +53,9 @@ class LossInputs:
     max_len: int  # constant length normaliser for `seq-mean-token-sum-norm` (Dr. GRPO)
     ref_logprobs: Tensor | None = None  # [B, T] log pi_ref(y_t), detached
     entropy: Tensor | None = None  # [B, T] entropy of pi_theta at each position
-    behavior_versions: Tensor | None = None  # [B] or [B, T] long: policy version that sampled each row/token
+    behavior_versions: Tensor | None = None  # [B] or [B, T] long: OUR version that produced behavior_logprobs
     policy_version: int = 0  # version of pi_theta before this step
+    sources: Tensor | None = None  # [B] long: 0 = our own sample, k > 0 = the k-th peer in the step's batch
 
 
 @dataclass
@@ -63,15 +64,23 @@ class LossOutputs:
     metrics: dict[str, float] = field(default_factory=dict)  # flat, summed over micro-batches
 
 
-@dataclass
+@dataclass(frozen=True)
 class Requirements:
-    """What the trainer/node must compute for a config (see `api.requirements`)."""
+    """What the trainer/node must compute for a config (see `api.requirements`): the union of
+    what the chosen estimator, modifiers and loss declared when registered, plus what the
+    config's coefficients switch on."""
 
-    ref_logprobs: bool  # per-token log pi_ref (KL in loss or reward, ACE's ref_seq_logprobs)
+    ref_logprobs: bool  # per-token log pi_ref of each completion before advantages (KL-in-reward, ACE)
+    ref_in_loss: bool  # the trainer adds KL(pi_theta || pi_ref) to the loss (needs a reference model)
     entropy: bool  # per-token entropy of pi_theta (entropy bonus or high-entropy mask)
-    old_logprobs: bool  # a proximal forward pass; False when the log-linear approximation is used
+    entropy_grad: bool  # the entropy carries gradient (an entropy bonus)
+    old_logprobs: bool  # a proximal forward pass before the update; False with the log-linear approximation
     behavior_versions: bool  # LossInputs.behavior_versions (loglinear proximal, staleness mask)
     baseline_rewards: bool  # one greedy rollout per prompt (ReMax)
     seq_logprobs: bool  # AdvantageInputs.seq_logprobs (XRPO, ACE)
     components: bool  # AdvantageInputs.components/component_weights (GDPO)
     extra_rollouts_per_group: int  # MC-GRPO samples G+1 and trains on G
+
+    @property
+    def reference_model(self) -> bool:
+        return self.ref_logprobs or self.ref_in_loss

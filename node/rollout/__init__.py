@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from node.rollout.base import Completion, Group, RolloutEngine, SamplingParams
+from node.rollout.base import RolloutEngine
+from node.rollout.render import Renderer
 
 
-def build_engine(cfg, policy, tasks_cfg) -> RolloutEngine:
-    """`cfg`: the rollout section; `tasks_cfg`: the tasks section (system prompt, examples)."""
+def build_engine(cfg, policy, renderer: Renderer) -> RolloutEngine:
+    """`cfg`: the rollout section; `renderer`: the node's prompt renderer (its stop ids)."""
     if cfg.backend == "transformers":
         from node.rollout.hf import HFEngine
 
-        examples = [(e.question, e.answer) for e in tasks_cfg.examples]
-        return HFEngine(policy.model, policy.tokenizer, tasks_cfg.system_prompt, cfg.batch_size, policy.device, examples)
+        return HFEngine(policy.model, policy.tokenizer, renderer.stop_ids, cfg.batch_size, policy.device)
     raise NotImplementedError(
         "rollout.backend=vllm is not built yet; use rollout.backend=transformers (the default)"
     )
 
 
-__all__ = ["Completion", "Group", "RolloutEngine", "SamplingParams", "build_engine"]
+__all__ = ["Renderer", "RolloutEngine", "build_engine"]

@@ -10,64 +10,32 @@ from __future__ import annotations
 
 import torch
 
-from node.rollout.base import Completion, Group, SamplingParams
-from node.tasks.base import Prompt
-
-
-def render_prompt(tokenizer, system_prompt: str, question: str, examples: list[tuple[str, str]] = ()) -> list[int]:
-    """Chat-templated prompt ids: system message, worked examples as earlier turns, question."""
-    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    for q, a in examples:
-        messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
-    messages.append({"role": "user", "content": question})
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-def stop_token_ids(tokenizer, model) -> set[int]:
-    ids = {tokenizer.eos_token_id}
-    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids.update(gen_eos if isinstance(gen_eos, list) else [gen_eos])
-    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    if isinstance(im_end, int) and im_end != tokenizer.unk_token_id:
-        ids.add(im_end)
-    return {i for i in ids if i is not None}
+from node.records import Completion, Group, Request, SamplingParams
 
 
 class HFEngine:
-    def __init__(
-        self,
-        model,
-        tokenizer,
-        system_prompt: str,
-        batch_size: int,
-        device: torch.device,
-        examples: list[tuple[str, str]] = (),
-    ):
-        self.examples = list(examples)
+    def __init__(self, model, tokenizer, stop_ids: set[int], batch_size: int, device: torch.device):
         self.model = model
         self.tokenizer = tokenizer
-        self.system_prompt = system_prompt
         self.batch_size = batch_size
         self.device = device
         self.version = 0
-        self.stop_ids = stop_token_ids(tokenizer, model)
+        self.stop_ids = set(stop_ids)
         self.pad_id = tokenizer.pad_token_id
 
     def sync_weights(self, version: int) -> None:
         self.version = version  # same module as the trainer: nothing to copy
 
-    def generate(self, prompts: list[Prompt], group_size: int, sampling: SamplingParams) -> list[Group]:
-        rendered = [render_prompt(self.tokenizer, self.system_prompt, p.question, self.examples) for p in prompts]
-        jobs = [(i, ids) for i, ids in enumerate(rendered) for _ in range(group_size)]
-        out: list[list[Completion]] = [[] for _ in prompts]
+    def generate(self, requests: list[Request], group_size: int, sampling: SamplingParams) -> list[Group]:
+        jobs = [(i, r.prompt_ids) for i, r in enumerate(requests) for _ in range(group_size)]
+        out: list[list[Completion]] = [[] for _ in requests]
         for start in range(0, len(jobs), self.batch_size):
             chunk = jobs[start : start + self.batch_size]
             for (i, ids), comp in zip(chunk, self._generate_batch([ids for _, ids in chunk], sampling)):
                 ids_c, logps, reason = comp
                 text = self.tokenizer.decode(ids_c, skip_special_tokens=True)
-                out[i].append(Completion(prompts[i], ids, ids_c, logps, text, reason, self.version))
-        return [Group(p, cs) for p, cs in zip(prompts, out)]
+                out[i].append(Completion(requests[i].prompt, ids, ids_c, logps, text, reason, self.version))
+        return [Group(r.prompt, tuple(cs)) for r, cs in zip(requests, out)]
 
     @torch.no_grad()
     def _generate_batch(self, prompt_ids: list[list[int]], sampling: SamplingParams):

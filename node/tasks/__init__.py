@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from node.config import TasksConfig
-from node.tasks.base import Prompt, Task
+from node.records import Prompt
+from node.tasks.base import Task
 from node.tasks.rewards import check_reward_names
 
 

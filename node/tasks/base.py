@@ -1,18 +1,10 @@
-"""The task seam: a `Prompt` record and the `Task` protocol every prompt source implements."""
+"""The task seam: the `Task` protocol every prompt source implements (records: node/records.py)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
-
-@dataclass(frozen=True)
-class Prompt:
-    prompt_id: str  # stable across runs and peers: "<task>:<seed>:<index>" or a content hash
-    task: str  # name of the source that made it (and can score it)
-    question: str  # the user message
-    answer: str  # ground truth, as the task's checker expects it
-    metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+from node.records import Prompt
 
 
 class Task(Protocol):

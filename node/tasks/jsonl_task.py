@@ -11,7 +11,7 @@ import json
 import random
 from pathlib import Path
 
-from node.tasks.base import Prompt
+from node.records import Prompt
 
 HELDOUT_FRACTION = 0.1
 

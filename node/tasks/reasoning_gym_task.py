@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from node.tasks.base import Prompt
+from node.records import Prompt
 
 HELDOUT_SEED_OFFSET = 1_000_003
 

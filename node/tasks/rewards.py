@@ -12,7 +12,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from node.tasks.base import Prompt, Task
+from node.records import Prompt
+from node.tasks.base import Task
 
 ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 NUMBER_RE = re.compile(r"-?\d+(?:\.\d+)?")

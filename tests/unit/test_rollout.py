@@ -7,7 +7,8 @@ import torch
 
 from node.batching import first_completion_position, pack, token_logprobs
 from node.policy import load_policy
-from node.rollout import SamplingParams, build_engine
+from node.records import SamplingParams
+from node.rollout import Renderer, build_engine
 from node.tasks import build_tasks
 
 
@@ -16,20 +17,23 @@ def parts(tiny_config):
     cfg = tiny_config("rollout.max_new_tokens=12")
     policy = load_policy(cfg.model)
     task = build_tasks(cfg.tasks)[0]
-    return cfg, policy, task, build_engine(cfg.rollout, policy, cfg.tasks)
+    renderer = Renderer.from_config(policy.tokenizer, cfg.tasks, policy.model)
+    engine = build_engine(cfg.rollout, policy, renderer)
+    engine.renderer = renderer  # for _prompts
+    return cfg, policy, task, engine
 
 
-def _prompts(task, n):
+def _prompts(task, n, engine):
     # different lengths, so the batch really needs left padding
     prompts = [task.prompt(i) for i in range(40)]
     prompts.sort(key=lambda p: len(p.question))
-    return [prompts[0], prompts[-1]][:n]
+    return engine.renderer.requests([prompts[0], prompts[-1]][:n])
 
 
 def test_groups_have_g_completions_with_aligned_fields(parts):
     cfg, policy, task, engine = parts
     torch.manual_seed(0)
-    groups = engine.generate(_prompts(task, 2), 3, SamplingParams(12, temperature=1.0))
+    groups = engine.generate(_prompts(task, 2, engine), 3, SamplingParams(12, temperature=1.0))
     assert [len(g.completions) for g in groups] == [3, 3]
     stops = engine.stop_ids
     for g in groups:
@@ -47,7 +51,7 @@ def test_groups_have_g_completions_with_aligned_fields(parts):
 def test_packed_rows_are_contiguous_and_masked_on_the_completion(parts):
     _, policy, task, engine = parts
     torch.manual_seed(1)
-    comps = [c for g in engine.generate(_prompts(task, 2), 2, SamplingParams(12)) for c in g.completions]
+    comps = [c for g in engine.generate(_prompts(task, 2, engine), 2, SamplingParams(12)) for c in g.completions]
     batch = pack(comps, torch.arange(len(comps), dtype=torch.float), policy.tokenizer.pad_token_id)
     for r, c in enumerate(comps):
         p, n = len(c.prompt_ids), len(c.completion_ids)
@@ -62,7 +66,7 @@ def test_packed_rows_are_contiguous_and_masked_on_the_completion(parts):
 def test_engine_logprobs_equal_trainer_logprobs(parts, temperature):
     _, policy, task, engine = parts
     torch.manual_seed(2)
-    comps = [c for g in engine.generate(_prompts(task, 2), 3, SamplingParams(12, temperature)) for c in g.completions]
+    comps = [c for g in engine.generate(_prompts(task, 2, engine), 3, SamplingParams(12, temperature)) for c in g.completions]
     batch = pack(comps, torch.zeros(len(comps)), policy.tokenizer.pad_token_id)
     policy.model.eval()
     with torch.no_grad():
@@ -74,7 +78,7 @@ def test_engine_logprobs_equal_trainer_logprobs(parts, temperature):
 
 def test_greedy_is_deterministic(parts):
     _, _, task, engine = parts
-    prompts = _prompts(task, 2)
+    prompts = _prompts(task, 2, engine)
     a = engine.generate(prompts, 2, SamplingParams(12, greedy=True))
     b = engine.generate(prompts, 2, SamplingParams(12, greedy=True))
     ids = [[c.completion_ids for c in g.completions] for g in a]

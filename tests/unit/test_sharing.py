@@ -15,7 +15,7 @@ import torch
 import node.swarm_link
 from node.exchange import to_local, to_wire, tokenizer_hash
 from node.node import Node
-from node.rollout.base import Completion, Group, SamplingParams
+from node.records import Completion, Group, SamplingParams
 from node.sharing import wants
 from protocol import Completion as WireCompletion
 from protocol import Identity, RolloutGroup, TaskRef, sign_group
@@ -76,7 +76,8 @@ def peer_group(node: Node, index: int, identity: Identity, lie: bool = False) ->
     )
     g = RolloutGroup(swarm_id="public", task=TaskRef(dataset=prompt.task, seed=1234, index=index, question=prompt.question),
                      ground_truth=None, completions=comps, model_id="other-model", tokenizer_hash="",
-                     policy_version=3, sampling=WireSampling(temperature=1.0, top_p=1.0, max_tokens=16))  # fmt: skip
+                     policy_version=3, sampling=WireSampling(temperature=1.0, top_p=1.0, max_tokens=16),
+                     truncated=(False, False))  # fmt: skip
     signed = sign_group(g, identity)
     return InboxItem(signed.group_id.hex(), identity.peer_id, signed, 0.0, 100)
 
@@ -91,20 +92,20 @@ def test_trains_on_local_plus_admitted_peer_groups(join_node):
     published = node.sharing.link.published
     assert len(published) == node.cfg.rollout.prompts_per_step  # ours only, never the peer's
     assert all(g.model_id == "tiny" and g.tokenizer_hash == node.sharing.tok_hash for g in published)
-    status = node.sharing.status()
+    status = node.status(metrics, 1)["swarm"]
     assert status["published"] == len(published) and status["used"] == 2 and status["verdicts"] == {"admitted": 3}
 
 
 def test_peer_text_is_retokenized_and_scored_by_our_policy(join_node):
     node, peer = join_node, Identity.generate()
     node.sharing.link.inbox = [peer_group(node, 0, peer)]
-    groups, info = node.sharing.take(0)
+    groups, info = node.peer_groups()
     (group,) = groups
     tok = node.policy.tokenizer
     for c in group.completions:
-        assert c.peer_id == peer.peer_id
+        assert c.origin == peer.peer_id and c.origin_version == 3 and c.policy_version == node.trainer.version
         assert c.completion_ids[:-1] == tok(c.text, add_special_tokens=False)["input_ids"]
-        assert c.completion_ids[-1] == node.sharing.stop_id and c.finish_reason == "stop"
+        assert c.completion_ids[-1] == node.renderer.end_of_turn and c.finish_reason == "stop"
         assert len(c.behavior_logprobs) == len(c.completion_ids)
     # behaviour logprobs are our policy's: the importance ratio of these rows is exactly 1
     again = node.trainer.policy_logprobs(group.completions)
@@ -118,7 +119,7 @@ def test_a_lying_peer_is_refused_and_reported(join_node):
     metrics = node.train_step()
     assert metrics["swarm/external_groups"] == 0 and metrics["swarm/filled_locally"] == 2
     assert node.sharing.link.reports == [(liar.peer_id, "reward_mismatch")]
-    assert node.sharing.status()["verdicts"] == {"reward_mismatch": 1}
+    assert node.status(metrics, 1)["swarm"]["verdicts"] == {"reward_mismatch": 1}
 
 
 def test_an_empty_or_disconnected_swarm_never_stalls_a_step(join_node):
@@ -133,15 +134,16 @@ def test_an_empty_or_disconnected_swarm_never_stalls_a_step(join_node):
 def test_reuse_keeps_peer_tokens_only_with_our_tokenizer(join_node):
     node = join_node
     prompt = node.sampler.tasks[0].prompt(0)
-    ids = node.policy.tokenizer("<answer>3</answer>", add_special_tokens=False)["input_ids"] + [node.sharing.stop_id]
+    ids = node.policy.tokenizer("<answer>3</answer>", add_special_tokens=False)["input_ids"] + [node.renderer.end_of_turn]
     mine = Group(prompt, [Completion(prompt, [1, 2], ids, [-0.5] * len(ids), "<answer>3</answer>", "stop", 7)])
     wire = sign_group(to_wire(mine, "public", "tiny", node.sharing.tok_hash, SamplingParams(16, 1.0)), Identity.generate())
-    reused = to_local(wire, prompt, [9], node.policy.tokenizer, node.sharing.stop_id, 16, 0, "p", reuse_tokens=True)
+    reused = to_local(wire, prompt, [9], node.policy.tokenizer, node.renderer.end_of_turn, 16, 2, "p", reuse_tokens=True)
     c = reused.completions[0]
-    assert c.completion_ids == ids and c.behavior_logprobs == [-0.5] * len(ids) and c.policy_version == 7
-    fresh = to_local(wire, prompt, [9], node.policy.tokenizer, node.sharing.stop_id, 16, 0, "p", reuse_tokens=False)
+    assert c.completion_ids == ids and c.behavior_logprobs == [-0.5] * len(ids)
+    assert c.policy_version == 2 and c.origin_version == 7  # our version when taken in; the peer's apart
+    fresh = to_local(wire, prompt, [9], node.policy.tokenizer, node.renderer.end_of_turn, 16, 0, "p", reuse_tokens=False)
     assert fresh.completions[0].completion_ids == ids and fresh.completions[0].behavior_logprobs == []
-    cut = to_local(wire, prompt, [9], node.policy.tokenizer, node.sharing.stop_id, 3, 0, "p", reuse_tokens=False)
+    cut = to_local(wire, prompt, [9], node.policy.tokenizer, node.renderer.end_of_turn, 3, 0, "p", reuse_tokens=False)
     assert len(cut.completions[0].completion_ids) == 3 and cut.completions[0].truncated
 
 
@@ -190,16 +192,16 @@ def test_a_peer_with_another_model_and_tokenizer_is_retokenized(join_node, tiny_
         assert b.sharing.tok_hash != a.sharing.tok_hash
         prompt = a.sampler.tasks[0].prompt(0)
         texts = [f"<answer>{prompt.answer}</answer>", "<answer>no</answer>"]
-        ids = [a.policy.tokenizer(t, add_special_tokens=False)["input_ids"] + [a.sharing.stop_id] for t in texts]
-        mine = Group(prompt, [Completion(prompt, [1], i, [-1.0] * len(i), t, "stop", 5) for i, t in zip(ids, texts)])
-        for c in mine.completions:
-            c.reward_components = {"correctness": float(prompt.answer in c.text)}
+        ids = [a.policy.tokenizer(t, add_special_tokens=False)["input_ids"] + [a.renderer.end_of_turn] for t in texts]
+        mine = Group(prompt, tuple(Completion(prompt, [1], i, [-1.0] * len(i), t, "stop", 5)
+                                   .scored(0.0, {"correctness": float(prompt.answer in t)})
+                                   for i, t in zip(ids, texts)))  # fmt: skip
         wire = sign_group(to_wire(mine, "public", "tiny", a.sharing.tok_hash, SamplingParams(16, 1.0)),
                           a.sharing.link.identity)  # fmt: skip
         b.sharing.link.inbox = [InboxItem(wire.group_id.hex(), wire.origin, wire, 0.0, 10)]
-        (group,), _ = b.sharing.take(0)
+        (group,), _ = b.peer_groups()
         for c, text in zip(group.completions, texts):
-            assert c.completion_ids == b.policy.tokenizer(text, add_special_tokens=False)["input_ids"] + [b.sharing.stop_id]
+            assert c.completion_ids == b.policy.tokenizer(text, add_special_tokens=False)["input_ids"] + [b.renderer.end_of_turn]
             assert len(c.behavior_logprobs) == len(c.completion_ids) and c.policy_version == b.trainer.version
             assert c.behavior_logprobs != [-1.0] * len(c.completion_ids)  # not A's logprobs
         metrics = b.train_step()
