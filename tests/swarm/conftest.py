@@ -109,7 +109,9 @@ class Swarm:
             self.wait_started(peer)
         return peer
 
-    def wait_started(self, peer: Peer, timeout: float = 60) -> None:
+    def wait_started(
+        self, peer: Peer, timeout: float = 180
+    ) -> None:  # generous: p2pd starts slowly under load
         ok = wait_for(lambda: bool(peer.status().get("addresses")) or peer.proc.poll() is not None, timeout)
         if not ok or peer.proc.poll() is not None:
             log = (self.workdir / f"{peer.name}.log").read_text(errors="replace")[-3000:]

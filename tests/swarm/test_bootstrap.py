@@ -29,7 +29,7 @@ def test_start_failures_raise_after_retries_without_hanging(backend: str) -> Non
         "import asyncio, sys; sys.path.insert(0, '.'); sys.path.insert(0, 'tests/swarm');"
         f"import test_bootstrap as t; t.run_failure_scenario({backend!r})"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, timeout=90)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, timeout=300)
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
 
 
@@ -48,7 +48,7 @@ def run_failure_scenario(backend: str) -> None:
                 assert "after 2 attempts" in str(e) and "in use" in str(e), e
             else:
                 raise AssertionError("started on a port in use")
-            assert time.monotonic() - t0 < 20
+            assert time.monotonic() - t0 < 60  # 2 attempts x 5 s: bounded, not instant (slack for load)
         t0 = time.monotonic()
         try:
             await start_bootstrap(
@@ -58,7 +58,7 @@ def run_failure_scenario(backend: str) -> None:
             assert "bootstrap" in str(e), e
         else:
             raise AssertionError("started with an unreachable bootstrap")
-        assert time.monotonic() - t0 < 30
+        assert time.monotonic() - t0 < 90  # bounded: 2 attempts x 5 s plus backoff, slack for load
 
     asyncio.run(scenario())
 
@@ -73,7 +73,7 @@ def test_peers_join_through_a_bootstrap_node(backend: str, swarm_factory, tmp_pa
         )  # fmt: skip
     try:
         pattern = re.compile(r"swarm\.bootstrap=(\S+)")
-        assert wait_for(lambda: bool(pattern.search(log_path.read_text())) or boot.poll() is not None, 60)
+        assert wait_for(lambda: bool(pattern.search(log_path.read_text())) or boot.poll() is not None, 180)
         addrs = pattern.findall(log_path.read_text())
         assert addrs, log_path.read_text()[-2000:]
         swarm: Swarm = swarm_factory(backend)
@@ -82,9 +82,9 @@ def test_peers_join_through_a_bootstrap_node(backend: str, swarm_factory, tmp_pa
             swarm.wait_started(p)
         for p in peers:
             p.send(cmd="publish", n=2, rate=4.0, size=4000)
-        assert wait_for(lambda: all(len(p.published()) == 2 for p in peers), 20)
+        assert wait_for(lambda: all(len(p.published()) == 2 for p in peers), 180)
         assert wait_for(lambda: set(peers[0].published()) <= peers[1].admitted()
-                        and set(peers[1].published()) <= peers[0].admitted(), 30)  # fmt: skip
+                        and set(peers[1].published()) <= peers[0].admitted(), 180)  # fmt: skip
     finally:
         if boot.poll() is None:
             os.killpg(boot.pid, signal.SIGTERM)

@@ -57,12 +57,12 @@ def test_unpaced_burst_is_delivered_completely_two_hops() -> None:
                 await h.subscribe("burst", handler)
             # leaves only know the hub: a leaf's message reaches the other leaf in two hops
             meshes = [2, 1, 1]  # hub meshes with both leaves, each leaf with the hub
-            assert await wait_for(lambda: [h.mesh_size("burst") for h in hosts] == meshes, 10)
+            assert await wait_for(lambda: [h.mesh_size("burst") for h in hosts] == meshes, 120)
             n = 400  # 40x the default per-peer rate limit, 12x the default queues
             await asyncio.gather(
                 *(hosts[1].publish("burst", i.to_bytes(4, "big") + bytes(2000)) for i in range(n))
             )
-            assert await wait_for(lambda: len(got[0]) == n and len(got[2]) == n, 30), (
+            assert await wait_for(lambda: len(got[0]) == n and len(got[2]) == n, 180), (
                 len(got[0]),
                 len(got[2]),
             )
@@ -107,7 +107,7 @@ def test_bridge_carries_results_errors_and_timeouts() -> None:
             t0 = loop.time()
             with pytest.raises(RequestTimeout):
                 await client.request(server.peer_id, "/t/slow", b"x", 0.5)
-            assert loop.time() - t0 < 3
+            assert loop.time() - t0 < 15  # the 0.5 s timeout fired, with slack for a busy machine
             # the bridge is still healthy after a cancelled call
             assert await client.request(server.peer_id, "/t/echo", b"ok", 5) == b"ko"
         finally:
@@ -130,8 +130,8 @@ def test_allowlist_closes_connections_from_unlisted_peers() -> None:
                 await b.connect(a.addresses[0])
             except PeerUnreachable:
                 pass
-            assert await wait_for(lambda: a.refused >= 1, 5)
-            assert await wait_for(lambda: b_id.peer_id not in a.connected_peers(), 5)
+            assert await wait_for(lambda: a.refused >= 1, 60)
+            assert await wait_for(lambda: b_id.peer_id not in a.connected_peers(), 60)
         finally:
             await a.stop()
             await b.stop()

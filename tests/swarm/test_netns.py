@@ -20,8 +20,9 @@ while the other two go on, then it is reconnected and exchanges again.
 Every process is started in its own session (`ip netns exec` execs in place, so the PID we hold
 is the process itself and its p2pd daemon shares its process group) and is killed by that group
 in the fixture's teardown; the namespaces are deleted afterwards, whatever happened.  Waits poll
-with deadlines; nothing sleeps before an assertion.  Skipped, with the reason, where the test is
-not root or the kernel/sandbox refuses network namespaces or veth pairs.
+state with generous deadlines (`BOUND`); nothing sleeps before an assertion.  Skipped, with
+the reason, where the test is not root or the kernel/sandbox refuses network namespaces or
+veth pairs.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ pytestmark = [pytest.mark.swarm, pytest.mark.slow]
 SUBNET = "10.77.0"
 BOOT_IP = f"{SUBNET}.1"
 BOOT_PORT = 4001
+BOUND = 600.0  # failure deadline of every wait (state is polled; a quiet machine needs far less)
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -173,7 +175,7 @@ class NetLab:
         proc = self.spawn("boot", [sys.executable, "-m", "node.cli", "bootstrap", "--backend", "hivemind",
                                    "--host", BOOT_IP, "--port", str(BOOT_PORT), "--swarm-id", "netns",
                                    "--address-file", str(addr_file)])  # fmt: skip
-        up = wait_for(lambda: addr_file.exists() or proc.poll() is not None, 60)
+        up = wait_for(lambda: addr_file.exists() or proc.poll() is not None, BOUND)
         assert up and proc.poll() is None, f"bootstrap did not start:\n{self.log('boot')}"
         addrs = addr_file.read_text().split()
         assert addrs and all(f"/ip4/{BOOT_IP}/tcp/{BOOT_PORT}/p2p/" in a for a in addrs), addrs
@@ -193,6 +195,7 @@ def netlab(tmp_path: Path) -> Iterator[NetLab]:
 
 
 # -- gossip peers (tests/swarm/peer_proc.py) across namespaces ------------------------------------
+
 
 class GossipPeer:
     def __init__(self, lab: NetLab, name: str, ip: str, bootstrap: list[str]) -> None:
@@ -227,7 +230,7 @@ def test_gossip_peers_across_namespaces_survive_a_link_cut(netlab: NetLab) -> No
         ip = netlab.add(f"n{k}", f"{SUBNET}.{10 + k}")
         peers.append(GossipPeer(netlab, f"n{k}", ip, boot))
     for p in peers:
-        ok = wait_for(lambda p=p: bool(p.status().get("addresses")) or p.proc.poll() is not None, 60)
+        ok = wait_for(lambda p=p: bool(p.status().get("addresses")) or p.proc.poll() is not None, BOUND)
         assert ok and p.proc.poll() is None, f"{p.name} did not start:\n{netlab.log(p.name)}"
         addrs = p.status()["addresses"]
         assert any(f"/ip4/{netlab.ips[p.name]}/" in a for a in addrs), addrs
@@ -238,23 +241,23 @@ def test_gossip_peers_across_namespaces_survive_a_link_cut(netlab: NetLab) -> No
 
     for p in peers:
         p.publish(3)
-    assert wait_for(lambda: all(len(p.published()) == 3 for p in peers), 30)
-    assert wait_for(everyone_has_everything, 60), [(p.name, len(p.admitted())) for p in peers]
+    assert wait_for(lambda: all(len(p.published()) == 3 for p in peers), BOUND)
+    assert wait_for(everyone_has_everything, BOUND), [(p.name, len(p.admitted())) for p in peers]
 
     # cut n3: n1 and n2 keep exchanging; n3 receives nothing new while it is away
     netlab.cut("n3")
     before_cut = n3.admitted()
     n1.publish(3)
     n2.publish(3)
-    assert wait_for(lambda: len(n1.published()) == len(n2.published()) == 6, 30)
-    assert wait_for(lambda: n2.published() <= n1.admitted() and n1.published() <= n2.admitted(), 60)
+    assert wait_for(lambda: len(n1.published()) == len(n2.published()) == 6, BOUND)
+    assert wait_for(lambda: n2.published() <= n1.admitted() and n1.published() <= n2.admitted(), BOUND)
     assert n3.admitted() == before_cut, "n3 received groups through a cut cable"
 
     # restore: n3 is back in the swarm, catches up on what it missed and sends again
     netlab.restore("n3")
     n3.publish(3)
-    assert wait_for(lambda: len(n3.published()) == 6, 30)
-    assert wait_for(everyone_has_everything, 120), [(p.name, len(p.admitted())) for p in peers]
+    assert wait_for(lambda: len(n3.published()) == 6, BOUND)
+    assert wait_for(everyone_has_everything, BOUND), [(p.name, len(p.admitted())) for p in peers]
 
 
 # -- swarmrl nodes (`swarmrl run`, swarm.mode=join) across namespaces ------------------------------
@@ -314,7 +317,7 @@ def test_nodes_keep_training_through_a_link_cut(netlab: NetLab) -> None:
         return wait_for(ok, timeout, interval=0.5)
 
     # groups flow: every node publishes, receives and admits its peers' groups
-    assert until(lambda: all(n.swarm("admitted") > 0 and n.swarm("published") > 0 for n in nodes), 300), (
+    assert until(lambda: all(n.swarm("admitted") > 0 and n.swarm("published") > 0 for n in nodes), BOUND), (
         report()
     )
 
@@ -324,18 +327,18 @@ def test_nodes_keep_training_through_a_link_cut(netlab: NetLab) -> None:
     steps = {n.name: n.step() for n in nodes}
     # the swarm counters in status.json are read at the start of a step: two steps on, they are
     # from after the cut, and whatever was already in node3's socket buffers is counted
-    assert until(lambda: n3.step() >= steps["node3"] + 2, 120), report()
+    assert until(lambda: n3.step() >= steps["node3"] + 2, BOUND), report()
     cut_received = n3.swarm("received")
-    assert until(lambda: all(n.step() >= steps[n.name] + 4 for n in (n1, n2)), 180), report()
+    assert until(lambda: all(n.step() >= steps[n.name] + 4 for n in (n1, n2)), BOUND), report()
     received = {n.name: n.swarm("received") for n in (n1, n2)}
-    assert until(lambda: all(n.swarm("received") > received[n.name] for n in (n1, n2)), 120), report()
-    assert until(lambda: n3.step() >= steps["node3"] + 5, 120), report()
+    assert until(lambda: all(n.swarm("received") > received[n.name] for n in (n1, n2)), BOUND), report()
+    assert until(lambda: n3.step() >= steps["node3"] + 5, BOUND), report()
     assert n3.swarm("received") == cut_received, f"node3 received groups through a cut cable\n{report()}"
 
     # restore: node3 receives and admits peer groups again, and its peers hear from it
     netlab.restore("node3")
     back = {key: n3.swarm(key) for key in ("received", "admitted")}
     assert until(
-        lambda: n3.swarm("received") > back["received"] and n3.swarm("admitted") > back["admitted"], 180
+        lambda: n3.swarm("received") > back["received"] and n3.swarm("admitted") > back["admitted"], BOUND
     ), report()
     print(report())
