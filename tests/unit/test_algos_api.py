@@ -54,6 +54,23 @@ def test_requirements():
     assert api.requirements(AlgorithmConfig(advantage="remax")).baseline_rewards
     assert api.requirements(AlgorithmConfig(advantage="gdpo")).components
     assert api.requirements(AlgorithmConfig(kl_reward_coef=0.1)).ref_logprobs
+    kl = api.requirements(AlgorithmConfig(kl_coef=0.1))
+    assert kl.ref_in_loss and kl.reference_model and not kl.ref_logprobs  # the loss's KL needs no extra pass
+    assert api.requirements(AlgorithmConfig(entropy_coef=0.1)).entropy_grad
+    assert not api.requirements(AlgorithmConfig(entropy_mask_rho=0.2)).entropy_grad
+
+
+def test_requirements_come_from_what_an_algorithm_declared_at_registration(monkeypatch):
+    """No name checks: an estimator registered with `Needs(...)` gets what it declared."""
+    from node.algos.registry import ADVANTAGES, Needs
+
+    assert ADVANTAGES.needs("remax") == Needs(baseline_rewards=True)
+    assert not api.requirements(AlgorithmConfig(advantage="rloo")).baseline_rewards
+    monkeypatch.setitem(ADVANTAGES._needs, "rloo", Needs(baseline_rewards=True, extra_rollouts_per_group=2))
+    r = api.requirements(AlgorithmConfig(advantage="rloo"))
+    assert r.baseline_rewards and r.extra_rollouts_per_group == 2
+    with pytest.raises(KeyError, match="valid: "):
+        ADVANTAGES.needs("nope")
 
 
 def test_shape_rewards_hand_worked():

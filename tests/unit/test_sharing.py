@@ -222,3 +222,115 @@ def test_fetches_only_tasks_it_can_score(join_node):
     assert want(entry("question"))  # literal questions: matched against our prompts on arrival
     assert not want(entry("chess_puzzles"))
     assert not partial(wants, frozenset())(entry("basic_arithmetic"))  # J = 0: downloads nothing
+
+
+# -- versions and origins through the join-mode path ----------------------------------------
+def make_join(tiny_config, monkeypatch, *overrides: str, run: str = "run") -> Node:
+    monkeypatch.setattr(node.swarm_link, "SwarmLink", FakeLink)
+    return Node(tiny_config("swarm.mode=join", "swarm.external_groups=2", "swarm.per_peer_cap=2",
+                            *overrides))  # fmt: skip
+
+
+def reusable_group(n: Node, index: int, identity: Identity, version: int) -> InboxItem:
+    """A peer with our tokenizer: token ids and behaviour log-probs on the wire, one right answer."""
+    prompt = n.sampler.tasks[0].prompt(index)
+    texts = [f"<answer>{prompt.answer}</answer>", "<answer>no</answer>"]
+    comps = []
+    for t in texts:
+        ids = n.policy.tokenizer(t, add_special_tokens=False)["input_ids"] + [n.renderer.end_of_turn]
+        c = Completion(prompt, [1], ids, [-0.5] * len(ids), t, "stop", version)
+        comps.append(c.scored(0.0, {"correctness": float(prompt.answer in t)}))
+    wire = sign_group(to_wire(Group(prompt, tuple(comps)), "public", "tiny", n.sharing.tok_hash,
+                              SamplingParams(16, 1.0)), identity)  # fmt: skip
+    return InboxItem(wire.group_id.hex(), identity.peer_id, wire, 0.0, 100)
+
+
+def test_loss_inputs_carry_the_origin_and_our_version(tiny_config, monkeypatch):
+    from tests.unit.test_ppo_update import recorded_losses
+
+    n = make_join(tiny_config, monkeypatch)
+    try:
+        n.trainer.version = 40  # we are far ahead of the peer (its counter is 3)
+        n.engine.sync_weights(40)
+        a, b = Identity.generate(), Identity.generate()
+        n.sharing.link.inbox = [peer_group(n, 0, a), peer_group(n, 1, b)]
+        calls = recorded_losses(monkeypatch)
+        n.train_step()
+        sources = [s for c in calls for s in c["sources"]]
+        versions = [v for c in calls for v in c["versions"]]
+        local_rows = n.cfg.rollout.prompts_per_step * n.cfg.rollout.group_size
+        assert sources.count(0) == local_rows and sorted(set(sources) - {0}) == [1, 2]  # two peers, told apart
+        assert sources.count(1) == sources.count(2) == 2
+        assert set(versions) == {40}  # our version, never the peer's 3
+    finally:
+        n.close()
+
+
+def test_reuse_with_max_staleness_measures_staleness_in_our_versions(tiny_config, monkeypatch):
+    """Review defect: a reused peer row carried the peer's counter, and the staleness mask compared
+    it with ours.  Now its behaviour version is ours when we took it in; the peer's own lag is the
+    pool's business (swarm.max_version_lag, in the peer's counter)."""
+    from tests.unit.test_ppo_update import recorded_losses
+
+    n = make_join(tiny_config, monkeypatch, "swarm.peer_logprobs=reuse", "algorithm.max_staleness=0")
+    try:
+        n.trainer.version = 50
+        n.engine.sync_weights(50)
+        n.sharing.link.inbox = [reusable_group(n, 0, Identity.generate(), version=3)]
+        (g,), _ = n.peer_groups()
+        assert [c.behavior_logprobs[0] for c in g.completions] == [-0.5, -0.5]  # the peer's own log-probs
+        assert {c.policy_version for c in g.completions} == {50} and {c.origin_version for c in g.completions} == {3}
+        n.sharing.link.inbox = [reusable_group(n, 1, Identity.generate(), version=3)]
+        calls = recorded_losses(monkeypatch)
+        n.train_step()
+        assert sum(c["offpolicy/stale"] for c in calls) == 0.0  # nothing dropped as 47 versions stale
+    finally:
+        n.close()
+
+
+def test_reuse_with_loglinear_is_refused_at_config_load(tiny_config):
+    from node.config import ConfigError
+
+    with pytest.raises(ConfigError, match="algorithm.prox_logprobs=loglinear.*swarm.peer_logprobs=reuse"):
+        tiny_config("swarm.mode=join", "swarm.peer_logprobs=reuse", "algorithm.prox_logprobs=loglinear")
+    tiny_config("swarm.mode=join", "swarm.peer_logprobs=recompute", "algorithm.prox_logprobs=loglinear")  # fine
+
+
+def test_a_peers_truncated_text_is_never_closed_with_end_of_turn(join_node):
+    """Review defect: a text-only completion the peer cut at its length cap got our EOS."""
+    n = join_node
+    prompt = n.sampler.tasks[0].prompt(0)
+    eot = n.renderer.end_of_turn
+    text_only = [WireCompletion(text="<answer>1"), WireCompletion(text="<answer>2</answer>")]
+    base = dict(swarm_id="public", task=TaskRef(question=prompt.question, verifier="math_verify"), ground_truth=None,
+                completions=tuple(text_only), model_id="m", tokenizer_hash="",
+                policy_version=0, sampling=WireSampling(temperature=1.0, top_p=1.0, max_tokens=4))  # fmt: skip
+    tok = n.policy.tokenizer
+
+    def local(**kw):
+        return to_local(RolloutGroup(**base, **kw), prompt, [9], tok, eot, 16, 0, "p", reuse_tokens=False).completions
+
+    cut, done = local(truncated=(True, False))
+    assert cut.truncated and eot not in cut.completion_ids
+    assert not done.truncated and done.completion_ids[-1] == eot
+    assert all(c.truncated and eot not in c.completion_ids for c in local())  # the peer did not say
+
+
+def test_join_resume_restores_the_pool_and_verdicts(tiny_config, monkeypatch, tmp_path):
+    n = make_join(tiny_config, monkeypatch, f"logging.run_dir={tmp_path / 'j'}")
+    try:
+        peer = Identity.generate()
+        n.sharing.link.inbox = [peer_group(n, i, peer) for i in range(3)] + [peer_group(n, 4, peer, lie=True)]
+        n.train_step()
+        n.save()
+        state = n.components()
+    finally:
+        n.close()
+    assert len(state["pool"]["entries"]) == 1 and state["admission"]["counts"] == {"admitted": 3, "reward_mismatch": 1}
+    again = make_join(tiny_config, monkeypatch, f"logging.run_dir={tmp_path / 'j'}")
+    try:
+        assert again.resume() and again.step == 1
+        assert again.components() == state
+        assert [e.group_id for e in again.pool.entries] == [e["group_id"] for e in state["pool"]["entries"]]
+    finally:
+        again.close()
