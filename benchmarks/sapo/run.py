@@ -9,7 +9,7 @@ A run is one (configuration, seed): every agent starts from the seed's warm star
 agents share one base model), with its own problem and sampling streams.  Experiments:
 
 * ``ij``: I/J in 8/0, 6/2, 4/4, 2/6, all agents alike;
-* ``liar``: 4/4 with agent 0 lying (`sharing.liar_rewrite`), re-scoring vs ``--trust-claims``;
+* ``liar``: 4/4 with agent 0 lying (`agent.liar_groups`); the node refuses its groups (REWARD_MISMATCH);
 * ``mixed``: half the agents at `SMALL` size, the rest at the default, 8/0 (each size's
   baseline) vs 4/4;
 * ``offpolicy``: diagnostics for why sharing hurt here: 4/4 whose "external" groups are the
@@ -52,8 +52,7 @@ def plan(exp: str, n: int) -> dict[str, list[list[str]]]:
     if exp == "ij":
         return {f"{i}/{j}": [ij(i, j)] * n for i, j in IJ}
     if exp == "liar":
-        liar = lambda extra: [ij(4, 4) + ["--liar"] + extra] + [ij(4, 4) + extra] * (n - 1)  # noqa: E731
-        return {"liar/rescore": liar([]), "liar/trust": liar(["--trust-claims"])}
+        return {"liar": [ij(4, 4) + ["--liar"]] + [ij(4, 4)] * (n - 1)}
     if exp == "mixed":
         sizes = [SMALL if k >= n // 2 else [] for k in range(n)]
         return {f"mixed {i}/{j}": [ij(i, j) + s for s in sizes] for i, j in [(8, 0), (4, 4)]}
@@ -101,8 +100,9 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-CURVES = ("reward", "external", "filled", "waited", "seconds", "ext_seq_logratio", "ext_far_tokens")
-SUMMARY = ("eval_start", "eval_end", "counts", "lies_by_origin", "swarm", "seconds")
+CURVES = ("reward", "generated", "external_groups", "filled_locally", "pool", "clip_frac", "waited", "seconds",
+          "ext_seq_logratio", "ext_far_tokens")  # fmt: skip
+SUMMARY = ("eval_start", "eval_end", "generated", "verdicts", "swarm", "seconds")
 
 
 def _round(x: Any) -> Any:
@@ -175,7 +175,7 @@ def prepare_warm_starts(exp: str, seeds: list[int], cache: str) -> None:
     """Build the warm starts before any agent starts, so agents only ever load them."""
     import torch
 
-    from benchmarks.sapo.sharing import warm_model
+    from benchmarks.toy.adapter import warm_model
     from benchmarks.toy.seqmodel import GPTConfig
 
     torch.set_num_threads(1)
@@ -204,6 +204,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--recollect", action="store_true",
                    help="rebuild the agent records of RESULTS/EXP.json from the run folders, then exit")  # fmt: skip
     args = p.parse_args(argv)
+    # A background runner ignores SIGINT; SIGTERM then unwinds through `run_one`'s `finally`, which
+    # stops every process group it started.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     path = Path(args.results) / f"{args.exp}{args.tag}.json"
     if args.recollect:  # after a change to `collect`: same runs, more curves
         data = json.loads(path.read_text())

@@ -68,24 +68,21 @@ def plan(name: str) -> tuple[int, list[Variant]]:
         return 150, [(a, lambda s, n, c, a=a: exp_t2.run_gdpo(s, n, c, a)) for a in ("grpo", "gdpo")]
     if name == "w_reinforce":
         return 200, [
-            (a, lambda s, n, c, a=a: exp_t2.run_w_reinforce(s, n, c, a, n_eval=64, per_level=12))
+            (a, lambda s, n, c, a=a: exp_t2.run_w_reinforce(s, n, c, a, n_eval=64))
             for a in ("base", "grpo", "w_reinforce")
         ]
     if name == "entropy_mask":
-        return 200, [
-            (v, lambda s, n, c, v=v: exp_t2.run_entropy_mask(s, n, c, v))
-            for v in ("full", "top20", "bottom80")
-        ]
+        return 200, [(v, lambda s, n, c, v=v: exp_t2.run_entropy_mask(s, n, c, v)) for v in ("full", "top20")]
     if name == "lag":
-        vs = [("ppo/lag0", lambda s, n, c: exp_t2.run_lag(s, n, c, "ppo", 0))]
-        for lag in (2, 8, 32, 128):
+        vs = [("prox_no_is/lag0", lambda s, n, c: exp_t2.run_lag(s, n, c, "prox_no_is", 0))]
+        for lag in (1, 2, 8, 32):  # steps of 4 optimizer steps (the earlier harness: 2..128 optimizer steps)
             for m in exp_t2.LAG_METHODS:
                 vs.append((f"{m}/lag{lag}", lambda s, n, c, m=m, lag=lag: exp_t2.run_lag(s, n, c, m, lag)))
         return 150, vs
     if name == "lag_diag":
         return 150, [
             (f"{m}/lag{lag}", lambda s, n, c, m=m, lag=lag: exp_t2.run_lag(s, n, c, m, lag))
-            for lag in (32, 128)
+            for lag in (8, 32)
             for m in exp_t2.LAG_DIAG_METHODS
         ]
     raise SystemExit(f"unknown experiment {name!r}; valid: {', '.join(EXPERIMENTS)}")

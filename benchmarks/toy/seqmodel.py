@@ -11,25 +11,19 @@ Warm start.  `warm_start` runs a short supervised phase on a mix weighted toward
 with only `format_rate` of the targets carrying the ``>``, so after it level 1 is mostly solved,
 level 4 mostly not, and format compliance is partial (room for a format reward).
 
-RL pieces, kept apart from any experiment so the SAPO swarm harness can reuse them:
-`TinyGPT` (the policy), `sample` (rollouts with per-token behaviour log-probs) and
-`Trainer.train_on` (proximal forward, `LossInputs`, `node.algos.api.policy_loss`, Adam).
+RL pieces: `TinyGPT` (the policy) and `sample` (rollouts with per-token behaviour log-probs).
+There is no trainer here: experiments train through the node's own (`node/trainer.py`), with
+the model, task and engine plugged in behind the node's protocols by `adapter.py`.
 """
 
 from __future__ import annotations
 
-import copy
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-from node.algos import api
-from node.algos.config import AlgorithmConfig
-from node.algos.types import LossInputs
 
 PAD, BOS, EOS, FMT, PLUS, EQ = 0, 1, 2, 3, 4, 5
 DIGIT0 = 6  # tokens 6..15 are the digits 0..9
@@ -289,101 +283,3 @@ def warm_start(
             if float(sample(model, check, 1, gen).correct.float().mean()) >= stop_at:
                 break
     return model
-
-
-# --- RL trainer -------------------------------------------------------------------------------
-
-
-def completion_logprobs(model: TinyGPT, tokens: Tensor) -> tuple[Tensor, Tensor]:
-    """Log-probs [N, MAX_NEW] of the completion tokens and the entropy [N, MAX_NEW] of each
-    position's next-token distribution (with grad)."""
-    logits = model(tokens[:, :-1])[:, PROMPT_LEN - 1 :]
-    logp_all = torch.log_softmax(logits, -1)
-    logp = logp_all.gather(-1, tokens[:, PROMPT_LEN:, None])[..., 0]
-    entropy = -(logp_all.exp() * logp_all).sum(-1)
-    return logp, entropy
-
-
-class Trainer:
-    """PPO-style updates of a `TinyGPT` through `node.algos.api`; knows no algorithm by name.
-
-    ``train_on`` takes one batch of rollouts and its per-row advantages, computes the proximal
-    log-probs (the policy at the start of the call: ``old_logprobs``), then does
-    ``minibatches`` optimizer steps, each building `LossInputs` and calling `api.policy_loss`.
-    ``anchor="behavior"`` instead passes the sampler's log-probs as ``old_logprobs`` (plain PPO
-    as an asynchronous system without a proximal forward runs it).  `version` counts optimizer
-    steps; `snapshot(lag)` returns a frozen copy of the weights ``lag`` steps old (for lag runs).
-    """
-
-    def __init__(self, model: TinyGPT, cfg: AlgorithmConfig, lr: float = 1e-3, keep_history: int = 0):
-        self.model, self.cfg, self.lr = model, cfg, lr
-        self.opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.99))
-        self.version = 0
-        self.keep_history = keep_history
-        self.history: list[dict[str, Tensor]] = [copy.deepcopy(model.state_dict())] if keep_history else []
-
-    def snapshot(self, lag: int) -> TinyGPT:
-        """A copy of the policy ``min(lag, version)`` optimizer steps old."""
-        lagged = copy.deepcopy(self.model)
-        if lag > 0 and self.history:
-            lagged.load_state_dict(self.history[max(0, len(self.history) - 1 - lag)])
-        return lagged
-
-    def train_on(
-        self,
-        roll: Rollouts,
-        advantages: Tensor,
-        keep: Tensor | None = None,
-        minibatches: int = 1,
-        anchor: str = "prox",
-        token_filter: Callable[[Tensor, Tensor], Tensor] | None = None,
-    ) -> dict[str, float]:
-        """``token_filter(entropy, mask) -> mask'`` narrows the trained tokens while the loss
-        denominator keeps counting every valid token (used for the bottom-80% entropy ablation)."""
-        keep = torch.ones(len(advantages), dtype=torch.bool) if keep is None else keep
-        idx_all = torch.nonzero(keep)[:, 0]
-        with torch.no_grad():
-            old, _ = completion_logprobs(self.model, roll.tokens)
-        if anchor == "behavior":
-            old = roll.behavior_logprobs
-        seq_lw = api.seq_log_weights(old[idx_all], roll.behavior_logprobs[idx_all], roll.mask[idx_all])
-        scale = api.lr_scale(seq_lw, self.cfg)
-        metrics: dict[str, float] = {"lr_scale": scale}
-        acc: dict[str, float] = {}
-        for chunk in idx_all.chunk(minibatches):
-            if len(chunk) == 0:
-                continue
-            logp, ent = completion_logprobs(self.model, roll.tokens[chunk])
-            mask = roll.mask[chunk]
-            train_mask = mask if token_filter is None else token_filter(ent.detach(), mask)
-            inputs = LossInputs(
-                policy_logprobs=logp,
-                old_logprobs=old[chunk],
-                behavior_logprobs=roll.behavior_logprobs[chunk],
-                advantages=advantages[chunk][:, None].expand_as(logp),
-                mask=train_mask,
-                global_tokens=float(mask.sum()),
-                global_seqs=float(len(chunk)),
-                max_len=MAX_NEW,
-                entropy=ent,
-                behavior_versions=torch.full((len(chunk),), roll.behavior_version),
-                policy_version=self.version,
-            )
-            out = api.policy_loss(inputs, self.cfg)
-            self.opt.zero_grad(set_to_none=True)
-            out.loss.backward()
-            gn = torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-            for group in self.opt.param_groups:
-                group["lr"] = self.lr * scale
-            self.opt.step()
-            self.version += 1
-            if self.keep_history:
-                self.history.append(copy.deepcopy(self.model.state_dict()))
-                self.history = self.history[-(self.keep_history + 1) :]
-            for k, v in {
-                **out.metrics,
-                "grad_norm": float(gn),
-                "entropy_all": float((ent.detach() * mask).sum() / mask.sum()),
-            }.items():
-                acc[k] = acc.get(k, 0.0) + v / minibatches
-        return {**metrics, **acc}

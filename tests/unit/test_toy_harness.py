@@ -1,6 +1,7 @@
 """The toy harness of `benchmarks/toy/` works: T1's exact success rates are the ones its policy
-samples with, a few T1 GRPO steps raise the expected reward, and T2's warm start leaves a level
-that is neither solved nor hopeless.  Tiny sizes: a few seconds in all."""
+samples with, a few T1 GRPO steps raise the expected reward, T2's warm start leaves a level
+that is neither solved nor hopeless, and T2 trains through the node's own `Node` and `Trainer`
+(`benchmarks/toy/adapter.py`).  Tiny sizes: a few seconds in all."""
 
 from __future__ import annotations
 
@@ -11,21 +12,21 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from benchmarks.toy.adapter import ToyAddition, toy_config, toy_parts  # noqa: E402
 from benchmarks.toy.bandit import BanditPolicy, BanditSpec, sample_batch, train_step  # noqa: E402
 from benchmarks.toy.seqmodel import (  # noqa: E402
     EOS,
     FMT,
     GPTConfig,
-    Trainer,
+    TinyGPT,
     make_problems,
     sample,
     score,
     target_completions,
     warm_start,
 )
-from node.algos import api  # noqa: E402
 from node.algos.config import AlgorithmConfig  # noqa: E402
-from node.algos.types import AdvantageInputs  # noqa: E402
+from node.node import Node  # noqa: E402
 
 
 def test_t1_initial_success_rates_hit_their_targets_and_span_0_1():
@@ -82,30 +83,27 @@ def test_t2_warm_start_gives_pass_rate_strictly_between_0_and_1():
     assert any(0.0 < r < 1.0 for r in rates.values()), rates
 
 
-def test_t2_trainer_step_goes_through_api_and_changes_every_parameter():
-    tiny = GPTConfig(n_layer=1, d_model=32, n_head=2)
-    model = warm_start(seed=1, steps=5, batch=16, config=tiny)
-    before = [q.detach().clone() for q in model.parameters()]
-    cfg = AlgorithmConfig(advantage="dr_grpo", entropy_coef=0.01)  # entropy bonus: every row has gradient
-    gen = torch.Generator().manual_seed(2)
-    roll = sample(model, make_problems(torch.tensor([1, 2, 3, 4]), gen), 4, gen)
-    rewards = torch.rand(len(roll.correct), generator=gen)
-    out = api.advantages_with_keep(AdvantageInputs(rewards=rewards, group_ids=roll.group_ids), cfg)
-    metrics = Trainer(model, cfg, lr=1e-2).train_on(roll, out.advantages, out.keep, minibatches=2)
-    assert "entropy" in metrics and "clip_frac" in metrics
-    assert all(not torch.equal(b, q) for b, q in zip(before, model.parameters(), strict=True))
+def test_t2_node_step_through_the_adapter_changes_every_parameter(tmp_path):
+    """A solo `Node` built from toy parts runs its own sampler, scoring, advantages and PPO update:
+    4 mini-batches of 16 rows = 4 optimizer steps, clipping measured, every parameter moved."""
+    torch.manual_seed(0)
+    net = TinyGPT(GPTConfig(n_layer=1, d_model=32, n_head=2))
+    before = [q.detach().clone() for q in net.parameters()]
+    cfg = toy_config(
+        0, {"algorithm": {"advantage": "dr_grpo", "entropy_coef": 0.01}}
+    )  # every row has gradient
+    node = Node(cfg, tmp_path, toy_parts(net, ToyAddition(seed=0, size=200), sample_seed=1))
+    metrics = node.train_step()
+    assert metrics["optimizer_steps"] == 4 and "clip_frac" in metrics and "entropy" in metrics
+    assert node.trainer.version == 1 and node.engine.version == 1
+    assert all(not torch.equal(b, q) for b, q in zip(before, net.parameters(), strict=True))
 
 
-def test_t2_dynamic_sampling_batch_keeps_whole_groups_up_to_the_target():
-    from benchmarks.toy.exp_t2 import select_rollouts
+def test_t2_exp_trainer_is_the_nodes():
+    """exp_t2's experiments train with the node's `Trainer` (no trainer of their own)."""
+    from benchmarks.toy import exp_t2
+    from node.trainer import Trainer
 
-    model = warm_start(seed=2, steps=1, batch=8, config=GPTConfig(n_layer=1, d_model=16, n_head=2))
-    gen = torch.Generator().manual_seed(4)
-    parts = []
-    for kept_groups in ([0, 2, 3], [1], [0, 1, 2, 3]):  # 3 + 1 + 4 kept groups of 4 rows each
-        roll = sample(model, make_problems(torch.tensor([1, 2, 3, 4]), gen), 4, gen)
-        parts.append((roll, torch.isin(roll.group_ids, torch.tensor(kept_groups))))
-    batch = select_rollouts(parts, max_groups=6)
-    assert batch.group_ids.tolist() == [g for g in range(6) for _ in range(4)]
-    assert torch.equal(batch.tokens[:4], parts[0][0].tokens[:4])  # first kept group of round 1
-    assert torch.equal(batch.tokens[12:16], parts[1][0].tokens[4:8])  # the one kept group of round 2
+    net = TinyGPT(GPTConfig(n_layer=1, d_model=16, n_head=2))
+    trainer = exp_t2.node_trainer(net, AlgorithmConfig(advantage="grpo"), rows=64, minibatches=4, seed=0)
+    assert isinstance(trainer, Trainer) and trainer.cfg.mini_batch_size == 16 and trainer.cfg.lr == exp_t2.LR
