@@ -2,12 +2,17 @@
 
     .venv/bin/python benchmarks/sapo/report.py [--results benchmarks/sapo/results] [--img docs/img]
 
-The paper's measure (Amico et al. 2025, Fig. 2): an agent's cumulative reward is the sum over
-rounds of the mean reward of its own local rollouts.  A run's value is the mean over its agents
-(over the honest ones in ``liar``, per model size in ``mixed``); tables give mean ± s.d. over
-seeds and the gain against 8/0 both as a ratio of seed means and as the mean ± s.d. of paired
-per-seed gains (a seed fixes the warm start, so pairs share it).  Curves are means over agents
-and seeds.
+What is measured (not the paper's measure: Amico et al. 2025 report reward "accumulated across
+agents and rounds", and their code logs the reward of the whole training batch, peer groups
+included): an agent's *own* cumulative reward, the sum over rounds of the mean correctness of
+the groups it sampled itself that round (its I local groups, plus any of the J slots the swarm
+could not fill).  Peer groups never count, so sharing cannot raise the measure by importing
+good samples; it must make the agent's own policy better.  A run's value is the mean over its
+agents (honest ones in ``liar``, per size in ``mixed``); tables give mean +- s.d. over seeds,
+the gain against 8/0 as a ratio of seed means and as mean +- s.d. of paired per-seed gains (a
+seed fixes the warm start and the task, so pairs share them), held-out pass@1 at the start and
+the end, and the held-out gain per 10,000 completions the agent sampled (what a user pays for).
+Curves are means over agents and seeds.
 """
 
 from __future__ import annotations
@@ -46,7 +51,11 @@ def cum(a: Agent) -> float:
     return float(sum(a["curves"]["reward"]))
 
 
-def mean_curve(runs: list[dict], pick: Pick = ALL, cumulative: bool = True, smooth: int = 25) -> list[float]:
+def heldout_gain_per_10k(a: Agent) -> float:
+    return 1e4 * (a["eval_end"]["all"] - a["eval_start"]["all"]) / a["generated"]
+
+
+def mean_curve(runs: list[dict], pick: Pick = ALL, cumulative: bool = True, smooth: int = 15) -> list[float]:
     curves = [a["curves"]["reward"] for r in runs for a in r["agents"] if pick(a)]
     n = min(len(c) for c in curves)
     m = [st.mean(c[i] for c in curves) for i in range(n)]
@@ -57,6 +66,11 @@ def mean_curve(runs: list[dict], pick: Pick = ALL, cumulative: bool = True, smoo
             out.append(total)
         return out
     return [st.mean(m[max(0, i - smooth + 1) : i + 1]) for i in range(n)]
+
+
+def per_round(agents: list[Agent], key: str) -> float:
+    rounds = sum(len(a["curves"]["reward"]) for a in agents)
+    return sum(sum(x or 0 for x in a["curves"].get(key, [])) for a in agents) / rounds
 
 
 def row(
@@ -70,18 +84,19 @@ def row(
         pairs = [100 * (c[s] / b[s] - 1) for s in c if s in b]
         paired = ms(pairs) + "%" if pairs else ""
     agents = [a for r in runs for a in r["agents"] if pick(a)]
-    rounds = sum(len(a["curves"]["reward"]) for a in agents)
-    ext = sum(sum(a["curves"]["external"]) for a in agents) / rounds
-    fill = sum(sum(a["curves"]["filled"]) for a in agents) / rounds
     start = ms(list(per_seed(runs, lambda a: a["eval_start"]["all"], pick).values()), ".3f")
     end = ms(list(per_seed(runs, lambda a: a["eval_end"]["all"], pick).values()), ".3f")
+    per10k = ms(list(per_seed(runs, heldout_gain_per_10k, pick).values()), ".3f")
+    sampled = st.mean(a["generated"] for a in agents)
     secs = st.mean(a["seconds"] / len(a["curves"]["reward"]) for a in agents)
-    return [label, str(len(runs)), ms(list(c.values())), gain, paired, start, end,
-            f"{ext:.2f}", f"{fill:.2f}", f"{secs:.2f}"]  # fmt: skip
+    return [label, str(len(runs)), ms(list(c.values())), gain, paired, start, end, per10k, f"{sampled:,.0f}",
+            f"{per_round(agents, 'external_groups'):.2f} / {per_round(agents, 'filled_locally'):.2f}",
+            f"{secs:.2f}"]  # fmt: skip
 
 
-HEADER = ["config", "seeds", "cumulative reward", "gain vs base", "paired gain", "held-out start",
-          "held-out end", "external/round", "filled/round", "s/round"]  # fmt: skip
+HEADER = ["config", "seeds", "own cumulative reward", "vs base (of means)", "vs base, paired per seed",
+          "held-out start", "held-out end", "held-out gain per 10k sampled", "completions sampled per agent",
+          "external / filled per round", "s/round"]  # fmt: skip
 
 
 def table(rows: list[list[str]]) -> str:
@@ -89,13 +104,25 @@ def table(rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
+def verdict(runs: dict[str, list[dict]]) -> str:
+    """The decision rule fixed before the re-run (docs/experiments.md): sharing pays on this
+    harness if 4/4 beats 8/0 in own cumulative reward on every seed."""
+    if "4/4" not in runs or "8/0" not in runs:
+        return ""
+    c44, c80 = per_seed(runs["4/4"], cum), per_seed(runs["8/0"], cum)
+    seeds = sorted(set(c44) & set(c80))
+    wins = [s for s in seeds if c44[s] > c80[s]]
+    per = ", ".join(f"seed {s}: {c44[s]:.1f} vs {c80[s]:.1f}" for s in seeds)
+    return f"Decision rule (4/4 beats 8/0 on every seed): {'HOLDS' if len(wins) == len(seeds) else 'FAILS'} ({per})"
+
+
 def plot(curves: dict[str, tuple[list[dict], Pick]], title: str, path: Path) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     for label, (runs, pick) in curves.items():
         ax1.plot(mean_curve(runs, pick), label=label)
         ax2.plot(mean_curve(runs, pick, cumulative=False), label=label)
-    ax1.set(xlabel="round", ylabel="cumulative reward", title=f"{title}: cumulative reward")
-    ax2.set(xlabel="round", ylabel="mean local reward (25-round mean)", title=f"{title}: reward per round")
+    ax1.set(xlabel="round", ylabel="own cumulative reward", title=f"{title}: own cumulative reward")
+    ax2.set(xlabel="round", ylabel="mean own reward (15-round mean)", title=f"{title}: own reward per round")
     ax1.legend()
     ax2.legend()
     fig.tight_layout()
@@ -121,64 +148,58 @@ def main() -> None:
     if ij:
         print(f"## I/J ({ij['agents']} agents, {ij['rounds']} rounds; {ij['machine']})\n")
         print(table([row(label, runs, base) for label, runs in ij["runs"].items()]))
+        print("\n" + verdict(ij["runs"]))
         plot({label: (runs, ALL) for label, runs in ij["runs"].items()}, "I/J", img / "sapo_ij.png")
     liar = load("liar")
     if liar:
         honest44 = ij["runs"].get("4/4") if ij else None
         print(f"\n## One liar among {liar['agents']} agents, 4/4 (honest agents; base: 4/4 without a liar)\n")
-        rows = [row(label, runs, honest44, HONEST) for label, runs in liar["runs"].items()]
-        print(table(rows + ([row("4/4, no liar (gain vs 8/0)", honest44, base)] if honest44 else [])))
+        print(table([row(label, runs, honest44, HONEST) for label, runs in liar["runs"].items()]))
         for label, runs in liar["runs"].items():
-            lies = [sum(a["lies_by_origin"].values()) for r in runs for a in r["agents"] if HONEST(a)]
-            print(
-                f"- {label}: completions whose claim disagreed with the local score, per honest agent: {ms(lies, '.0f')}"
-            )
-        curves = {label: (runs, HONEST) for label, runs in liar["runs"].items()}
-        curves.update({k: (ij["runs"][k], ALL) for k in ("4/4", "8/0") if ij and k in ij["runs"]})
-        plot(curves, "one liar (honest agents)", img / "sapo_liar.png")
+            refused = [
+                a["verdicts"].get("reward_mismatch", 0) for r in runs for a in r["agents"] if HONEST(a)
+            ]
+            print(f"- {label}: groups refused as REWARD_MISMATCH per honest agent: {ms(refused, '.0f')}")
+        plot(
+            {label: (runs, HONEST) for label, runs in liar["runs"].items()}, "one liar", img / "sapo_liar.png"
+        )
     mixed = load("mixed")
     if mixed:
         print(
             f"\n## Mixed sizes ({mixed['agents']} agents: half d_model=64 n_layer=2, half d_model=32 n_layer=1)\n"
         )
         b = mixed["runs"].get("mixed 8/0")
-        rows = []
-        for label, runs in mixed["runs"].items():
-            for size, pick in (("large", LARGE), ("small", SMALL)):
-                rows.append(row(f"{label} {size}", runs, b, pick, pick))
+        rows = [row(f"{label} {size}", runs, b, pick, pick) for label, runs in mixed["runs"].items()
+                for size, pick in (("large", LARGE), ("small", SMALL))]  # fmt: skip
         print(table(rows))
-        curves = {f"{label} {size}": (runs, pick) for label, runs in mixed["runs"].items()
-                  for size, pick in (("large", LARGE), ("small", SMALL))}  # fmt: skip
-        plot(curves, "mixed sizes", img / "sapo_mixed.png")
     off = load("offpolicy")
     if off:
         print(f"\n## Off-policy diagnostics ({off['agents']} agents; base: 8/0 at the same learning rate)\n")
+        seeds = {r["seed"] for runs in off["runs"].values() for r in runs}
         runs = {**({k: ij["runs"][k] for k in ("8/0", "4/4")} if ij else {}), **off["runs"]}
-        seeds = {r["seed"] for r in off["runs"]["4/4 reuse+tis"]} if "4/4 reuse+tis" in off["runs"] else None
-        same = {k: [r for r in v if seeds is None or r["seed"] in seeds] for k, v in runs.items()}
+        same = {k: [r for r in v if r["seed"] in seeds] for k, v in runs.items()}
         bases = {k: same.get("8/0 lr1e-4" if "lr1e-4" in k else "8/0") for k in same}
         print(table([row(k, v, bases[k]) for k, v in same.items()]))
-        print("\nDrift of the external completions trained on (rounds where every chosen group carried its")
-        print("sampler's log-probs: the recompute runs of `ij` predate that):\n")
+        n = off["rounds"]
+        print(f"\nDrift of the peer completions trained on, rounds 1-25 / {n - 24}-{n}:\n")
         for k, v in same.items():
             if any(
                 x is not None for r in v for a in r["agents"] for x in a["curves"].get("ext_far_tokens", [])
             ):
-                print(drift_line(k, v))
+                print(drift_line(k, v, n))
         plot({k: (v, ALL) for k, v in same.items()}, "off-policy diagnostics", img / "sapo_offpolicy.png")
 
 
-def drift_line(label: str, runs: list[dict]) -> str:
-    """Mean per-round drift of the external completions trained on (rounds where every chosen
-    group carried its sampler's log-probs), over rounds 1-50 and 251-300."""
+def drift_line(label: str, runs: list[dict], n: int) -> str:
+    """Mean per-round drift of the peer completions trained on, over the first and last 25 rounds."""
 
     def avg(key: str, lo: int, hi: int) -> str:
         xs = [x for r in runs for a in r["agents"] for x in a["curves"].get(key, [])[lo:hi] if x is not None]
         return f"{st.mean(xs):.2f}" if xs else "n/a"
 
-    return (f"- {label}: mean sequence log-ratio log pi_local - log mu_peer {avg('ext_seq_logratio', 0, 50)} "
-            f"in rounds 1-50, {avg('ext_seq_logratio', 250, 300)} in 251-300; share of tokens whose ratio is "
-            f"off 1 by > 0.2: {avg('ext_far_tokens', 0, 50)}, {avg('ext_far_tokens', 250, 300)}")  # fmt: skip
+    return (f"- {label}: mean sequence log-ratio log pi_local - log mu_peer {avg('ext_seq_logratio', 0, 25)} / "
+            f"{avg('ext_seq_logratio', n - 25, n)}; share of tokens whose ratio is off 1 by > 0.2: "
+            f"{avg('ext_far_tokens', 0, 25)} / {avg('ext_far_tokens', n - 25, n)}")  # fmt: skip
 
 
 if __name__ == "__main__":
