@@ -132,9 +132,23 @@ def mc_grpo(inputs: AdvantageInputs, cfg: AlgorithmConfig) -> Tensor:
 
     ``m = median_g(r)``, ``MAD = median_g(|r - m|) + mc_mad_eps``,
     ``A_i = clip((r_i - m) / MAD, -mc_clip, mc_clip)``; the pivot (the row that is the median)
-    gets NaN, i.e. is dropped, so G rows per group carry gradient.  The clip is ours (catalog
-    A7): with binary rewards the MAD is usually 0 and ``A`` would be +-1000.  The MAD is taken
-    over all G+1 rows, pivot included (as the official code computes it before dropping).
+    gets NaN, i.e. is dropped, so G rows per group carry gradient.
+
+    This is the official MATH trainer (lotusroot-kim/MC-GRPO at da07745,
+    src/open_r1/grpo_trainer_math.py, `_generate_and_score_completions`): median and MAD over all
+    G+1 rows, pivot included, eps 1e-3, no std division, pivot removed before the loss.  We
+    differ in three ways:
+
+    - the clip is ours (catalog A7): with binary rewards at least half the rows equal the
+      median, so the MAD is 0 and ``A`` would be +-1000; the official code does not clip;
+    - the official GSM8K trainer (src/open_r1/grpo_trainer_gsm.py) adds a step we do not take:
+      after the MAD division it multiplies each group's non-zero advantages by
+      ``(G+1) / #non-zero`` (the pivot and rows tied with the median count as zero), so a group
+      where one row differs from the median gets a (G+1)x larger advantage.  With binary rewards
+      it would change nothing here (every non-zero advantage is already +-1000 and clips to
+      +-mc_clip); with continuous rewards it would;
+    - the pivot is the lower-median row with ties broken by row index; the official code takes
+      whichever index ``torch.median`` returns among tied rows.
     """
     rewards = inputs.rewards.to(torch.float64)
     median, pivot = group_median(rewards, inputs.group_ids)

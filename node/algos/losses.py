@@ -5,8 +5,17 @@ Every loss has the same shape: take the off-policy `Corrections` (ratio anchor, 
 build its [B, T] token loss against ``corrections.prox_logprobs``, and hand it to `finish`,
 which applies weight, keep and the entropy mask, aggregates, and adds KL and entropy terms.
 
-Metrics are returned as sums already divided by the step's global token count, so the
-trainer adds them over micro-batches and gets the step's token mean.
+Metrics are returned as sums already divided by the optimizer step's token count (its
+mini-batch), so the trainer adds them over micro-batches to get the mini-batch's token mean, then
+averages those over the optimizer steps of one training step.
+
+Every ratio here is ``pi_theta / pi_prox``, and with ``prox_logprobs=recompute`` ``pi_prox`` is
+recorded before the first optimizer step of a training step, so on the first (or only) optimizer
+step the ratio is 1 on every token: no clip binds, and under the same aggregation GSPO's and
+CISPO's gradients equal `ppo_clip`'s.  They differ from the second optimizer step on
+(`trainer.mini_batch_size` smaller than the batch, or `trainer.ppo_epochs > 1`; node/trainer.py).
+With ``loglinear`` the anchor of fresh rows is the sampler's ``mu``, so the first step's ratio is
+1 only up to the difference between sampler and trainer numerics.
 """
 
 from __future__ import annotations
@@ -153,7 +162,8 @@ def gspo(inputs: LossInputs, cfg: AlgorithmConfig) -> LossOutputs:
     ``s_i,t = exp(sg(log s_i) + log pi_theta,t - sg(log pi_theta,t))`` (value ``s_i``; gradient
     that of the sequence form for sequence-level advantages), ``log s`` clamped at 10 (verl);
     ``L = max(-s A, -clip(s, 1 - eps_low, 1 + eps_high) A)``.  Paper defaults: eps 3e-4 / 4e-4,
-    ``seq-mean-token-mean``.
+    ``seq-mean-token-mean``, each rollout batch split into mini-batches (the preset takes 4), so
+    the clip acts from the second optimizer step on.
     """
     corr = corrections(inputs, cfg)
     delta = (inputs.policy_logprobs - corr.prox_logprobs) * inputs.mask

@@ -4,18 +4,32 @@ Three policies (catalog section D, notation of AReaL):
 
 - ``mu``       behaviour: whoever sampled the tokens (another peer, an older snapshot, another
                engine); ``LossInputs.behavior_logprobs``.
-- ``pi_prox``  proximal: the trust-region anchor, the local policy at the start of this step;
+- ``pi_prox``  proximal: the trust-region anchor, the local policy at the start of this training
+               step, before its first optimizer step (node/trainer.py);
                ``LossInputs.old_logprobs`` (recomputed) or the log-linear approximation below.
 - ``pi_theta`` the policy being optimised; ``LossInputs.policy_logprobs``.
 
 `corrections` bundles what the config selects into one `Corrections` record that every loss
 applies the same way: the PPO ratio is taken against ``prox_logprobs``, the token loss is
 multiplied by ``weight`` (detached) and ``keep`` (0/1), and the denominators stay the original
-valid-token counts (as AReaL: masked tokens still count).  On-policy data (``mu == pi_prox``)
-get weight 1 and keep 1 from every function here, so the corrections are no-ops there.
+valid-token counts: a token dropped by any mask here (IS cap, M2PO, staleness) still counts.
+On-policy data (``mu == pi_prox``) get weight 1 and keep 1 from every function here, so the
+corrections are no-ops there.
 
-Where the statistic is batch-level (M2PO) it is taken over the micro-batch the loss sees; the
-paper takes it over the mini-batch.  With one micro-batch per step they agree.
+Where that matches the references and where it does not (inclusionAI/AReaL, read at 4aef98d):
+
+- IS cap in ``mask`` mode: as AReaL.  ``ppo_actor_loss_fn`` (areal/utils/functional/functional.py)
+  takes ``loss_mask_count`` before its rejection sampling, so capped tokens stay in the denominator.
+- M2PO: as the objective in AReaL's docs/en/algorithms/m2po.md (``1 / sum_i |o_i|`` over all
+  tokens; the paper's text is not in our store), *not* as AReaL's code.  ``grpo_loss_fn``
+  (areal/trainer/ppo/actor.py) hands the M2PO-masked ``loss_mask`` to ``ppo_actor_loss_fn``, which
+  counts it, so AReaL divides by the tokens M2PO keeps; ours divides by all valid tokens, a gradient
+  smaller than AReaL's by the kept share (about 0.87 when 13% are masked).
+
+Where the statistic is batch-level (M2PO) it is taken over the micro-batch the loss sees.  AReaL
+does the same (its engine calls the loss once per micro-batch, areal/engine/fsdp_engine.py
+``_compute_logprobs_and_loss``); its doc page writes a batch statistic.  With one micro-batch per
+optimizer step (``trainer.micro_batch_size >= trainer.mini_batch_size``) it is the mini-batch's.
 """
 
 from __future__ import annotations
@@ -52,10 +66,15 @@ def _versions(versions: Tensor, like: Tensor) -> Tensor:
 def loglinear_proximal(
     behavior: Tensor, policy: Tensor, behavior_versions: Tensor, prox_version: int, theta_version: int
 ) -> Tensor:
-    """AReaL's proximal log-prob approximation (inclusionAI/AReaL `prox_logp_method: loglinear`).
+    """AReaL's proximal log-prob approximation (inclusionAI/AReaL `prox_logp_method: loglinear`,
+    ``compute_prox_logp_approximations`` in areal/trainer/ppo/actor.py).
 
     ``alpha = (v_prox - v_b) / (v_theta - v_b)`` clipped to [0, 1] (0 where ``v_theta <= v_b``);
-    ``log pi_prox ~= log mu + alpha (log pi_theta - log mu)``, detached.  Saves one forward pass.
+    ``log pi_prox ~= log mu + alpha (log pi_theta - log mu)``, detached.  AReaL numbers the
+    versions ``v_prox = current - 1``, ``v_theta = current``; we pass ``v_prox = policy_version``,
+    ``v_theta = policy_version + 1``: the same alpha.  With this method `api.requirements` sets
+    ``old_logprobs = False`` and `Trainer.update` skips its proximal forward pass (as AReaL's
+    ``skips_forward_pass``); behaviour log-probs of re-tokenized peer text still cost one.
     """
     v_b = _versions(behavior_versions, behavior)
     denom = theta_version - v_b
@@ -89,11 +108,17 @@ def truncate_weights(log_w: Tensor, cap: float | None, mode: str) -> tuple[Tenso
 
 
 def m2po_mask(prox: Tensor, behavior: Tensor, mask: Tensor, tau: float) -> Tensor:
-    """M2PO second-moment trust region (Zheng et al. 2025; AReaL `_apply_m2po_masking`).
+    """M2PO second-moment trust region (Zheng et al. 2025, "Prosperity before Collapse").
 
     ``m_t = (log mu_t - log pi_prox,t)^2`` on valid tokens; drop the smallest set of largest
     ``m_t`` such that the mean of the remaining ``m_t`` is below ``tau`` (0.04).  Returns [B, T]
     keep in {0, 1} (1 outside the mask).
+
+    The selection is AReaL's (`_apply_m2po_masking` / `_get_m2po_loss_mask`,
+    areal/trainer/ppo/actor.py: sort descending, suffix means, first suffix below tau), with one
+    departure: when no suffix mean is below ``tau`` (every ``m_t >= tau``) we mask every valid
+    token, AReaL masks all but the smallest one.  How the kept tokens are normalised (ours: all
+    valid tokens count; AReaL's code: only the kept ones) is in the module docstring.
     """
     keep = torch.ones_like(prox)
     valid = mask > 0
@@ -126,8 +151,10 @@ def minpro_weight(policy: Tensor, behavior: Tensor, mask: Tensor) -> Tensor:
 
 
 def staleness_mask(behavior_versions: Tensor, policy_version: int, max_staleness: int) -> Tensor:
-    """Bool mask, True where ``policy_version - behavior_version <= max_staleness`` (AReaL's
-    ``max_head_offpolicyness``); same shape as ``behavior_versions`` ([B] or [B, T])."""
+    """Bool mask, True where ``policy_version - behavior_version <= max_staleness``; same shape
+    as ``behavior_versions`` ([B] or [B, T]).  The bound is AReaL's ``max_head_offpolicyness``, but
+    AReaL enforces it before generation (areal/infra/workflow_executor.py refuses rollouts that
+    would be too stale); a peer's group has already been sampled, so we drop it at the loss."""
     return (policy_version - behavior_versions) <= max_staleness
 
 
