@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from node.preflight import UsageError, check_folder, check_identity, check_port_free, check_run_dir
+
 EPILOG = """examples:
   swarmrl run                                   train SmolLM2-135M-Instruct solo on the default task
   swarmrl run --config configs/tiny.yaml trainer.steps=5
@@ -123,47 +125,10 @@ def _load(args):
     return load_config(files, args.overrides)
 
 
-class UsageError(Exception):
-    """A setting the command cannot work with; the message starts with the setting's name."""
-
-
-def _check_folder(setting: str, folder: Path) -> None:
-    """Create `folder` (and its parents) or say in one line why not, naming the setting."""
-    for part in (folder, *folder.parents):
-        if part.exists() and not part.is_dir():
-            inside = "" if part == folder else f" (on the way to {folder})"
-            raise UsageError(f"{setting}: {part} is a file, not a directory{inside}")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"{setting}: cannot create {folder}: {e.strerror or e}") from None
-
-
-def _check_run_dir(cfg) -> None:
-    _check_folder("logging.run_dir", Path(cfg.logging.run_dir).expanduser())
-
-
-def _check_identity(cfg) -> None:
-    """Refuse a bad key file now, not after the model has loaded (node/sharing.py loads it)."""
-    if cfg.swarm.mode != "join":
-        return
-    from protocol.identity import IdentityError, load_key_file
-
-    run_dir = Path(cfg.logging.run_dir).expanduser()
-    key = Path(cfg.swarm.identity).expanduser() if cfg.swarm.identity else run_dir / "node.key"
-    if cfg.swarm.identity and not key.exists():
-        raise UsageError(f"swarm.identity: key file not found: {key} (create it with `swarmrl keygen`)")
-    if key.exists():  # the default key is created on first use
-        try:
-            load_key_file(key)
-        except IdentityError as e:
-            raise UsageError(f"swarm.identity: {e}") from None
-
-
 def cmd_run(args) -> int:
     cfg = _load(args)
-    _check_run_dir(cfg)
-    _check_identity(cfg)
+    check_run_dir(cfg)
+    check_identity(cfg)
     from node.metrics import MetricsLog, Progress
     from node.node import Node
     from node.status import StatusBoard
@@ -249,22 +214,6 @@ def cmd_plot(args) -> int:
     return 0
 
 
-def _check_port_free(host: str, port: int) -> None:
-    """Fail at once on a port in use, instead of after the transport's retries and a traceback.
-    (A port taken between this check and the transport's bind still ends in a clear error.)"""
-    import socket
-
-    if port == 0:
-        return
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the transports bind
-        try:
-            s.bind((host, port))
-        except OSError as e:
-            raise UsageError(f"--port: cannot listen on {host}:{port}: {e.strerror or e}") from None
-
-
 def cmd_bootstrap(args) -> int:
     import logging
 
@@ -272,7 +221,7 @@ def cmd_bootstrap(args) -> int:
     from swarm.bootstrap import run_bootstrap
     from swarm.transport import TransportError
 
-    _check_port_free(args.host, args.port)
+    check_port_free(args.host, args.port)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         run_bootstrap(
@@ -365,7 +314,7 @@ def cmd_keygen(args) -> int:
     from protocol.identity import IdentityError, generate_key_file
 
     path = Path(args.out).expanduser()
-    _check_folder("--out", path.parent)
+    check_folder("--out", path.parent)
     try:
         peer_id = generate_key_file(path, overwrite=args.force)
     except (IdentityError, FileExistsError) as e:
