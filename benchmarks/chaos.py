@@ -287,7 +287,7 @@ def run_swarm(args: argparse.Namespace, faults: bool, workdir: Path) -> dict[str
                     seconds = 0.45 * d
                     cluster.send("liar", cmd="liar", rate=2.0, seconds=seconds)
                     cluster.send("flooder", cmd="hostile", faults=["flood"], flood_rate=10 * MSG_RATE,
-                                 flood_seconds=seconds)  # fmt: skip
+                                 flood_seconds=seconds, flood_stop=True)  # fmt: skip
                     target = [[honest_ids[victim], cluster.status(victim)["swarm"]["addresses"][0]]]
                     for a in ["replayer", *attackers[3:]]:
                         cluster.send(a, cmd="replay_floor", targets=target, rate=REQUEST_RATE, seconds=seconds,
@@ -422,9 +422,10 @@ def judge(samples: list[dict[str, Any]], record: dict[str, Any], names: list[str
     for m in names:
         rejections[m] = ((last.get(m) or {}).get("swarm") or {}).get("rejections", {})
     sent = {a: read_json(workdir / f"{a}.json").get("hostile_sent", {}) for a in attackers}
+    failed = {a: read_json(workdir / f"{a}.json").get("request_errors", {}) for a in attackers}
     return {"ban_times": ban_times, "honest_banned": sorted(honest_banned)[:20],
             "honest_banned_count": len({h.split(" ")[0] for h in honest_banned}), "lowest_honest_score": lowest_honest,
-            "tracebacks": tracebacks, "rejections": rejections, "attacker_sent": sent}  # fmt: skip
+            "tracebacks": tracebacks, "rejections": rejections, "attacker_sent": sent, "attacker_failed": failed}  # fmt: skip
 
 
 def swarm_table(fault: dict[str, Any], control: dict[str, Any] | None) -> str:
@@ -459,12 +460,13 @@ def swarm_table(fault: dict[str, Any], control: dict[str, Any] | None) -> str:
     lines = ["| measure | with faults | control (no fault) |", "|---|---:|---:|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     window = 0.45 * fault["duration_s"]
-    lines += ["", "| attacker | sent (per s) | banned by the first node after | by every node after | banned by |",
-              "|---|---:|---:|---:|---|"]  # fmt: skip
+    lines += ["", "| attacker | sent (per s) | refused or timed out | banned by the first node after | by every node after "
+              "| banned by |", "|---|---:|---:|---:|---:|---|"]  # fmt: skip
     for a, b in fault["ban_times"].items():
         f = lambda v: "never" if v is None else f"{v:.0f} s"  # noqa: E731
         sent = sum(fault["attacker_sent"].get(a, {}).values())
-        lines.append(f"| {a} | {sent} ({sent / window:.0f}) | {f(b['first_s'])} | {f(b['all_s'])} | "
+        failed = sum(fault.get("attacker_failed", {}).get(a, {}).values())
+        lines.append(f"| {a} | {sent} ({sent / window:.0f}) | {failed} | {f(b['first_s'])} | {f(b['all_s'])} | "
                      f"{', '.join(b['banned_by']) or '-'} |")  # fmt: skip
     return "\n".join(lines)
 

@@ -5,7 +5,8 @@ Usage: python tests/swarm/peer_proc.py --backend B --swarm-id S --seed HEX --sta
 
 Commands arrive on stdin, one JSON object per line:
     {"cmd": "publish", "n": 5, "rate": 2.0, "size": 8000}
-    {"cmd": "hostile", "faults": ["garbage", "forged", ...], "flood_rate": 100, "flood_seconds": 2}
+    {"cmd": "hostile", "faults": ["garbage", "forged", ...], "flood_rate": 100, "flood_seconds": 2,
+     "flood_stop": false}
     {"cmd": "liar", "rate": 2.0, "seconds": 60}
     {"cmd": "replay_floor", "targets": [["PEER_ID", "MULTIADDR"], ...], "rate": 100, "seconds": 60,
      "ahead_ms": 59000}
@@ -163,7 +164,10 @@ class PeerProcess:
                 frames = [frame, frame]
             else:  # FLOOD: valid announces at flood_rate for flood_seconds
                 rate, seconds = float(cmd.get("flood_rate", 100)), float(cmd.get("flood_seconds", 2))  # type: ignore[arg-type]
-                await self.paced(int(rate * seconds), rate, fault.value, self.announce_frame)
+                # flood_stop: end after flood_seconds even if a slow machine sent fewer frames
+                # (the chaos benchmark's time window); otherwise every frame is sent, catching up
+                stop = seconds if cmd.get("flood_stop") else None
+                await self.paced(int(rate * seconds), rate, fault.value, self.announce_frame, stop)
                 continue
             for frame in frames:
                 await transport.publish(topic, frame)
@@ -228,7 +232,9 @@ class PeerProcess:
         if inflight:
             await asyncio.wait(inflight)
 
-    async def paced(self, n: int, rate: float, label: str, make: Callable[[], bytes]) -> None:
+    async def paced(
+        self, n: int, rate: float, label: str, make: Callable[[], bytes], stop_after: float | None = None
+    ) -> None:
         """Send `n` frames at `rate` on a schedule: a sender slowed down by a busy machine catches
         up with a burst instead of falling below the rate it is meant to test.  Up to 64 sends
         are in flight at once (one at a time, a daemon round trip per frame caps the rate)."""
@@ -245,7 +251,7 @@ class PeerProcess:
             ahead = t0 + i / rate - loop.time()
             if ahead > 0:
                 await asyncio.sleep(ahead)
-            elif -ahead > n / rate:  # twice the planned time: what is left is no longer this rate
+            elif stop_after is not None and loop.time() - t0 > stop_after:
                 break
             if len(inflight) >= 64:
                 _, inflight = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)

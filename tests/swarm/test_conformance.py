@@ -119,24 +119,42 @@ def test_swarm_conformance(backend: str, swarm_factory) -> None:  # type: ignore
     hostile.send(cmd="hostile", faults=["garbage", "forged", "oversized", "replay", "flood"],
                  flood_rate=MSG_RATE * 10, flood_seconds=2.0)  # fmt: skip
 
-    # seen banned: the cumulative `bans` counter moved and the hostile's score is negative (a ban
-    # happens below -50; the score then decays back towards 0, so "below -50" lasts a second)
+    # seen banned: a ban counted, a peer banned now, or frames dropped unread from a banned
+    # sender (latched: a ban happens below -50, and the score decays back towards 0 at once);
+    # that the banned one is the hostile and no honest peer is checked below, by their scores
     banned = {p.name: False for p in honest}
 
     def rejected_all(p: Peer) -> bool:
         m = p.metrics()
         reasons = {k.removeprefix("rejected."): v for k, v in m.items() if k.startswith("rejected.")}
-        banned[p.name] |= m.get("bans", 0) >= 1 and m.get("peer_scores", {}).get(hostile_id, 0) < 0
+        banned[p.name] |= m.get("bans", 0) + m.get("banned_peers", 0) + reasons.get("banned", 0) >= 1
         return (
             bool(STRUCTURAL & set(reasons))
             and reasons.get("bad_signature", 0) >= 1
             and reasons.get("too_large", 0) >= 1
             and reasons.get("replayed", 0) >= 1
-            and reasons.get("rate_limited", 0) >= 1
+            # the flood refused: by the limiter, or dropped unread once the ban came first (on a
+            # busy machine the other faults plus failed fetches of its announces can ban it earlier)
+            and reasons.get("rate_limited", 0) + reasons.get("banned", 0) >= 1
             and banned[p.name]
         )
 
-    assert wait_for(lambda: all(rejected_all(p) for p in honest), BOUND), describe(honest)
+    # a receiver on a busy machine may drain a flood slower than its limit refills: another
+    # flood goes out when the last one is fully sent, until every honest peer refused one (at
+    # most 4 in all: each costs the honest peers' relays too)
+    floods, per_flood = [1], int(MSG_RATE * 10 * 2.0)  # flood commands sent, frames in each
+
+    def flooded() -> bool:
+        if all(rejected_all(p) for p in honest):
+            return True
+        sent = hostile.status().get("hostile_sent", {}).get("flood", 0)
+        if floods[0] < 4 and sent >= floods[0] * per_flood:
+            hostile.send(cmd="hostile", faults=["flood"], flood_rate=MSG_RATE * 10, flood_seconds=2.0)
+            floods[0] += 1
+        return False
+
+    assert wait_for(flooded, BOUND), describe(honest)
+    assert all(p.metrics().get("peer_scores", {}).get(hostile_id, 0) < 0 for p in honest), describe(honest)
     assert all(s > BAN_THRESHOLD for p in honest for q, s in p.metrics().get("peer_scores", {}).items()
                if q != hostile_id), "an honest peer was banned"  # fmt: skip
     before = {p.name: set(p.published()) for p in honest}
