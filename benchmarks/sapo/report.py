@@ -78,7 +78,7 @@ def row(
 ) -> list[str]:
     c = per_seed(runs, cum, pick)
     gain, paired = "", ""
-    if base is not None:
+    if base is not None and base is not runs:
         b = per_seed(base, cum, base_pick)
         gain = f"{100 * (st.mean(c.values()) / st.mean(b.values()) - 1):+.1f}%"
         pairs = [100 * (c[s] / b[s] - 1) for s in c if s in b]
