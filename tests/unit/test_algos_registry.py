@@ -47,7 +47,7 @@ def test_every_preset_exists_and_parses():
     assert {p.stem for p in PRESETS} == EXPECTED_PRESETS
     for path in PRESETS:
         data = yaml.safe_load(path.read_text())
-        assert set(data) <= {"algorithm", "rollout"}, path
+        assert set(data) <= {"algorithm", "rollout", "trainer"}, path  # trainer: mini-batches (DAPO, GSPO)
         cfg = AlgorithmConfig(**data["algorithm"])
         assert cfg.advantage in ADVANTAGES and cfg.loss in LOSSES
 
