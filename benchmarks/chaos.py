@@ -2,6 +2,7 @@
 
     nice -n 10 .venv/bin/python benchmarks/chaos.py swarm --nodes 4 --duration 300   # faults, then a control
     nice -n 10 .venv/bin/python benchmarks/chaos.py swarm --no-control --duration 90  # faults only, short
+    nice -n 10 .venv/bin/python benchmarks/chaos.py swarm --no-attacks   # crashes, hang, churn, partition only
     nice -n 10 .venv/bin/python benchmarks/chaos.py killloop --kills 100              # kill -9 a solo run
     # results: benchmarks/chaos/results/{swarm,killloop}-STAMP.json; a markdown table on stdout
 
@@ -207,8 +208,11 @@ def run_swarm(args: argparse.Namespace, faults: bool, workdir: Path) -> dict[str
     cluster = Cluster(workdir, args.cache, netlab)
     n = args.nodes
     names = [f"node{k}" for k in range(1, n + 1)]
+    attacking = faults and args.attacks
     attackers = (
-        ["liar", "flooder", "replayer", *[f"sybil{i}" for i in range(1, args.sybils + 1)]] if faults else []
+        ["liar", "flooder", "replayer", *[f"sybil{i}" for i in range(1, args.sybils + 1)]]
+        if attacking
+        else []
     )
     record: dict[str, Any] = {"faults": faults, "nodes": n, "duration_s": args.duration, "events": []}
     samples: list[dict[str, Any]] = []
@@ -247,6 +251,7 @@ def run_swarm(args: argparse.Namespace, faults: bool, workdir: Path) -> dict[str
                     (0.85, "heal")]  # fmt: skip
             plan = [(t, e) for t, e in plan if not any(f"node{k}" in e for k in range(n + 1, 10))]
             plan = [(t, e) for t, e in plan if cut is not None or e not in ("partition", "heal")]
+            plan = [(t, e) for t, e in plan if attacking or e != "attacks"]
         killed: set[str] = set()
         incarnations: dict[str, list[dict[str, Any]]] = {m: [] for m in names}
         last_ckpt: dict[str, int] = {}
@@ -401,7 +406,7 @@ def judge(samples: list[dict[str, Any]], record: dict[str, Any], names: list[str
             for who, pid in honest_ids.items():
                 if who != m:
                     lowest_honest = min(lowest_honest, scores.get(pid, 0.0))
-                if scores.get(pid, 0) <= BANNED_SCORE:
+                if scores.get(pid, 0) < BAN:  # strict for honest peers: a ban, not a low score
                     honest_banned.add(f"{who} (by {m} at t={s['t']})")
             for a, pid in attacker_ids.items():
                 if scores.get(pid, 0) <= BANNED_SCORE and m not in first_ban.setdefault(a, {}):
@@ -481,6 +486,8 @@ def main() -> None:
     )
     sw.add_argument("--sybils", type=int, default=10, help="extra keys running the replay-floor attack")
     sw.add_argument("--control", action=argparse.BooleanOptionalAction, default=True)
+    sw.add_argument("--attacks", action=argparse.BooleanOptionalAction, default=True,
+                    help="--no-attacks: crashes, hang, churn and partition only")  # fmt: skip
     sw.add_argument("--netns", action=argparse.BooleanOptionalAction, default=True,
                     help="partition by network namespaces where root (else a frozen p2pd)")  # fmt: skip
     sw.add_argument("--workdir", type=Path, default=REPO / "runs" / "chaos")
