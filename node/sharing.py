@@ -99,6 +99,7 @@ class Sharing:
         link = self.link
         m = dict(link.last_metrics)
         scores = m.pop("peer_scores", {})
+        banned = m.pop("banned", [])
         return {
             "peer_id": link.peer_id,
             "addresses": link.addresses,
@@ -109,6 +110,7 @@ class Sharing:
             "received": int(m.get("admitted_groups", 0)),
             "rejections": {k[len("rejected.") :]: v for k, v in m.items() if k.startswith("rejected.")},
             "peer_scores": scores,
+            "banned": banned,  # peer ids this node refuses now
             "link": dict(link.counts),  # publish_dropped, call_timeouts, start_failures, ...
         }
 

@@ -8,9 +8,10 @@ the same record over HTTP on `logging.metrics_host` (127.0.0.1 by default):
     GET /metrics   Prometheus text exposition (format 0.0.4) of its numbers
 
 The record: {"version", "pid", "updated_at", "run_dir", "mode", "model", "step", "steps",
-"policy_version", "reward", "reward_local", "correctness", "step_s", "swarm": {...}} where
+"policy_version", "reward", "reward_local", "correctness", "step_s", "checkpoints_skipped",
+"swarm": {...}} where
 "swarm" (join mode) holds "peer_id", "addresses", "state", "last_error", "peers", "published",
-"received", "admitted", "used", "filled_locally", "verdicts", "rejections", "peer_scores" and
+"received", "admitted", "used", "filled_locally", "verdicts", "rejections", "peer_scores", "banned" and
 "link" (the link thread's counters).
 """
 
@@ -143,6 +144,8 @@ def format_status(s: dict[str, Any]) -> str:
             lines.append("admission: " + "  ".join(f"{k} {v}" for k, v in sorted(sw["verdicts"].items())))
         if sw.get("rejections"):
             lines.append("rejected by the swarm layer: " + "  ".join(f"{k} {v}" for k, v in sorted(sw["rejections"].items())))
+        if sw.get("banned"):
+            lines.append(f"banned now: {len(sw['banned'])}  " + "  ".join(p[:16] for p in sw["banned"]))
         if sw.get("last_error") and sw.get("state") != "connected":
             lines.append(f"last error: {sw['last_error']}")
     return "\n".join(lines)

@@ -197,8 +197,9 @@ class Gossip:
         m.set("outbox_size", len(self.outbox))
         m.set("pending_fetches", len(self._pending))
         scores = self.scores.snapshot()
-        m.set("banned_peers", sum(self.scores.is_banned(p) for p in scores))
-        return {**m.snapshot(), "peer_scores": scores}
+        banned = sorted(p for p in scores if self.scores.is_banned(p))
+        m.set("banned_peers", len(banned))
+        return {**m.snapshot(), "peer_scores": scores, "banned": banned}
 
     # -- outgoing ----------------------------------------------------------------------------
     def _announce(self, entries: list[AnnounceEntry]) -> None:

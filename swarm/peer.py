@@ -212,7 +212,7 @@ class SwarmPeer:
 
     def report(self, peer_id: str, reason: Misconduct) -> None:
         """Lower a peer's score for misbehaviour found above the swarm layer (enough bans it)."""
-        self.gossip.report(peer_id, reason)
+        self.gossip.report(peer_id, Misconduct(reason).value)  # the plain string: metric labels, penalties
 
     def metrics(self) -> dict[str, Any]:
         return self.gossip.snapshot()

@@ -331,3 +331,19 @@ def test_each_failing_holder_is_asked_once_per_announce() -> None:
         await stop_all([victim])
 
     run(scenario)
+
+
+def test_reported_misconduct_is_counted_under_its_plain_name_and_bans_show_in_the_snapshot() -> None:
+    from swarm.misconduct import Misconduct
+
+    async def scenario() -> None:
+        hub = MemoryHub(seed=3)
+        a, b = await start_peers(hub, 2)
+        for _ in range(12):  # 10 points each: the liar's score crosses the ban threshold
+            a.report(b.peer_id, Misconduct.REWARD_MISMATCH)
+        m = a.metrics()
+        assert m["rejected.reward_mismatch"] == 12 and not any("Misconduct" in k for k in m)
+        assert m["banned"] == [b.peer_id] and m["banned_peers"] == 1
+        await stop_all([a, b])
+
+    run(scenario)
