@@ -160,9 +160,9 @@ def main() -> None:
                 a["verdicts"].get("reward_mismatch", 0) for r in runs for a in r["agents"] if HONEST(a)
             ]
             print(f"- {label}: groups refused as REWARD_MISMATCH per honest agent: {ms(refused, '.0f')}")
-        plot(
-            {label: (runs, HONEST) for label, runs in liar["runs"].items()}, "one liar", img / "sapo_liar.png"
-        )
+        curves = {f"{label} (honest agents)": (runs, HONEST) for label, runs in liar["runs"].items()}
+        curves.update({k: (ij["runs"][k], ALL) for k in ("4/4", "8/0") if ij and k in ij["runs"]})
+        plot(curves, "one liar", img / "sapo_liar.png")
     mixed = load("mixed")
     if mixed:
         print(
