@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import random
 import sys
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -22,44 +21,10 @@ from benchmarks.toy.seqmodel import DIGIT0, EOS, FMT, GPTConfig, TinyGPT, warm_s
 from node.node import Node  # noqa: E402
 from node.records import Completion, Group  # noqa: E402
 from node.scoring import score_group  # noqa: E402
-from protocol import sign_group  # noqa: E402
-from swarm.inbox import InboxItem  # noqa: E402
+from tests.unit.fake_link import FakeLink  # noqa: E402
 
 TINY = GPTConfig(n_layer=1, d_model=32, n_head=2)
 LEVEL1 = (1.0, 0.0, 0.0, 0.0)  # one-digit sums: a tiny model gets some right after a short warm start
-
-
-class FakeLink:
-    """What `SwarmLink` offers the node; `publish` signs with the node's key, as the swarm does."""
-
-    def __init__(self, identity, config, want=None, card_fields=None):
-        self.identity = identity
-        self.connected, self.state, self.last_error, self.addresses = True, "connected", "", []
-        self.counts: Counter[str] = Counter()
-        self.inbox: list[InboxItem] = []
-        self.published: list[InboxItem] = []
-        self.reports: list[tuple[str, object]] = []
-        self.last_metrics: dict = {}
-
-    peer_id = property(lambda self: self.identity.peer_id)
-
-    def start(self):
-        return self
-
-    def publish(self, groups):
-        for g in groups:
-            signed = sign_group(g, self.identity)
-            self.published.append(InboxItem(signed.group_id.hex(), self.peer_id, signed, 0.0, 100))
-
-    def drain(self, n):
-        out, self.inbox = self.inbox[:n], self.inbox[n:]
-        return out
-
-    def report(self, origin, reason):
-        self.reports.append((origin, reason))
-
-    def stop(self):
-        self.connected = False
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +88,7 @@ def test_join_step_trains_on_a_peers_toy_groups(warm, tmp_path, monkeypatch) -> 
     try:
         for _ in range(3):  # until a's groups include some with signal on correctness
             a.train_step()
-        b.sharing.link.inbox = list(a.sharing.link.published)
+        b.sharing.link.inbox = list(a.sharing.link.sent)
         before = [p.detach().clone() for p in b.policy.model.parameters()]
         m = b.train_step()
         admitted = b.admission.counts["admitted"]
@@ -145,7 +110,7 @@ def test_a_liar_is_refused_by_the_nodes_admission_and_reported(warm, tmp_path, m
             liar_groups(groups, rng, liar.sampler.tasks[0]), sampling
         )
         liar.train_step()
-        sent = liar.sharing.link.published
+        sent = liar.sharing.link.sent
         for item in sent:  # every claim is the opposite of the truth
             wire, task = item.group, liar.sampler.tasks[0]
             prompt = task.lookup(wire.task.question)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -21,40 +20,9 @@ from protocol import Completion as WireCompletion
 from protocol import Identity, RolloutGroup, TaskRef, sign_group
 from protocol import SamplingParams as WireSampling
 from swarm.inbox import InboxItem
+from tests.unit.fake_link import FakeLink
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class FakeLink:
-    """What `SwarmLink` offers the node, with an inbox the test fills."""
-
-    def __init__(self, identity, config, want=None, card_fields=None):
-        self.identity, self.want = identity, want
-        self.connected, self.state, self.last_error, self.addresses = True, "connected", "", ["/ip4/127.0.0.1/tcp/1"]
-        self.counts: Counter[str] = Counter()
-        self.inbox: list[InboxItem] = []
-        self.published: list[RolloutGroup] = []
-        self.reports: list[tuple[str, str]] = []
-        self.last_metrics = {"connected_peers": 1, "admitted_groups": 0}
-
-    peer_id = property(lambda self: self.identity.peer_id)
-
-    def start(self):
-        return self
-
-    def publish(self, groups):
-        self.published += groups
-        self.counts["published"] += len(groups)
-
-    def drain(self, n):
-        out, self.inbox = self.inbox[:n], self.inbox[n:]
-        return out
-
-    def report(self, origin, reason):
-        self.reports.append((origin, reason))
-
-    def stop(self):
-        self.connected = False
 
 
 @pytest.fixture
