@@ -96,9 +96,8 @@ class PassRatePredictor:
         self.temperature = temperature
         self.top_k = top_k
         self.dim = dim
-        self._refs: OrderedDict[str, tuple[str, float, Tensor]] = (
-            OrderedDict()
-        )  # id -> (text, p, [dim]); oldest first
+        # prompt_id -> (text, p, embedding [dim]), least recently updated first
+        self._refs: OrderedDict[str, tuple[str, float, Tensor]] = OrderedDict()
         self._cache: OrderedDict[str, Tensor] = OrderedDict()  # text -> [dim], FIFO
         self._stacked: tuple[Tensor, Tensor] | None = None  # ([K, dim] float32, [K] float64), None = stale
 
