@@ -25,6 +25,11 @@ charged to the sender's score (`scoring.ScoreParams`); fetched content is charge
 that served it.  A group whose bytes verified but failed validation is remembered as seen, so
 it is never fetched again from anyone.
 
+Requests we serve (fetches, inventory pulls) meet: drop if banned; the caller's request bucket;
+then `request_budget.py`, before anything is read: a lower per-caller limit on fetches that
+return nothing, and one budget for all callers together that serves peers with a positive
+score first and declines the rest as busy (the protocol's empty answer, charged to nobody).
+
 Guarantee: with at least one honest holder reachable until `Outbox.ttl`, every wanted group is
 admitted exactly once (the seen-cache and the in-flight set suppress duplicates).  Fetching
 never spins: each holder of an id is asked at most once per announce, and an id whose
@@ -47,11 +52,13 @@ from swarm.metrics import SwarmMetrics
 from swarm.outbox import Outbox
 from swarm.pending import Heard, PendingFetches
 from swarm.rate_limit import PeerRateLimiter
+from swarm.request_budget import Admission, RequestBudget
 from swarm.scoring import PeerScores, ScoreParams
 from swarm.seen_cache import SeenCache
 from swarm.transport import Transport, TransportError
 from swarm.wire import (
     BANNED,
+    EMPTY_LIMITED,
     FETCH_FAILED,
     NOT_ALLOWED,
     RATE_LIMITED,
@@ -123,6 +130,7 @@ class Gossip:
         self.request_limiter = PeerRateLimiter(
             sp.request_rate, sp.request_burst, sp.response_byte_rate, sp.response_byte_rate, loop_time
         )
+        self.request_budget = RequestBudget(sp, self.scores.peek, loop_time)
         self.seen_groups = SeenCache(config.seen_capacity, config.seen_ttl, loop_time)
         self.seen_msgs = SeenCache(config.seen_capacity, config.seen_ttl, loop_time)
         self.inbox = Inbox(config.inbox_capacity, sp.max_inbox_share)
@@ -375,16 +383,30 @@ class Gossip:
             self._announce([entry])
 
     # -- serving -------------------------------------------------------------------------------
-    def _admit_request(self, caller: str, data: bytes) -> None:
+    def _admit_request(self, caller: str, data: bytes, *, fetch: bool) -> bool:
+        """True: serve it.  False: over the node's budget, answer busy (charged to nobody).
+        Raises PermissionError, unread, for a banned caller or one over its own limits."""
         if self.scores.is_banned(caller):
             self.metrics.reject(BANNED)
             raise PermissionError("banned")
         if not self.request_limiter.allow(caller, len(data)):
             self._reject(caller, RATE_LIMITED)
             raise PermissionError("rate limited")
+        verdict = self.request_budget.admit(caller, fetch=fetch)
+        if verdict is Admission.EMPTY_LIMITED:
+            self._reject(caller, EMPTY_LIMITED)
+            raise PermissionError("too many empty fetches")
+        if verdict is Admission.BUSY:
+            self.metrics.inc("busy_requests")
+            return False
+        return True
 
     async def _serve(self, caller: str, data: bytes) -> bytes:
-        self._admit_request(caller, data)
+        if not self._admit_request(caller, data, fetch=True):
+            try:
+                return self.wire.decline_request(data)
+            except Rejected:  # not even a request: no answer to shape, still nobody charged
+                raise PermissionError("busy") from None
         try:
             rid, ids = self.wire.open_request(data, caller)
         except Rejected as e:
@@ -392,13 +414,16 @@ class Gossip:
             raise PermissionError(e.reason) from None
         held = [(i, self.outbox.get(i)) for i in ids]
         groups = [g for _, g in held if g is not None]
+        if not groups:
+            self.request_budget.served_empty(caller)
         self.metrics.inc("served_groups", len(groups))
         answer = self.wire.seal_response(rid, groups, [i for i, g in held if g is None])
         self.metrics.inc("sent_bytes", len(answer))
         return answer
 
     async def _serve_inventory(self, caller: str, data: bytes) -> bytes:
-        self._admit_request(caller, data)
+        if not self._admit_request(caller, data, fetch=False):
+            return b""  # the answer of a holder with nothing to offer
         try:
             card = self.wire.open_push(data, caller)
         except Rejected as e:

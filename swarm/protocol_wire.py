@@ -1,7 +1,9 @@
 """`Wire` on helper-1's `protocol/` package: the only swarm module that knows message types.
 
 * Pushes on the topic are `Announce` and `PeerCard` envelopes.
-* A fetch is `Request(request_id, group_ids)` answered by `Response(request_id, groups)`.
+* A fetch is `Request(request_id, group_ids)` answered by `Response(request_id, groups)`; a
+  request declined unread (over the node's request budget) by a Response with no group and
+  every asked id in `missing`, the same answer as for ids we do not hold.
 * An inventory pull sends our `PeerCard` (which also authenticates us and refreshes our
   membership at the holder) and is answered by an `Announce` of the holder's newest groups,
   or by empty bytes when it holds none (an Announce needs at least one item).
@@ -32,6 +34,7 @@ from protocol import (
     Request,
     Response,
     RolloutGroup,
+    decode,
     default_chain,
     encode,
     encode_payload,
@@ -120,6 +123,15 @@ class ProtocolWire:
                 request_id=request_id, groups=tuple(groups), missing=tuple(bytes.fromhex(m) for m in missing)
             )
         )
+
+    def decline_request(self, data: bytes) -> bytes:
+        try:
+            _, message = decode(data, self.limits)
+        except ProtocolError as e:
+            raise Rejected(e.reason.value, e.detail) from e
+        if not isinstance(message, Request):
+            raise Rejected(RejectReason.UNKNOWN_TYPE.value, f"{type(message).__name__} sent as a request")
+        return self.seal_response(message.request_id, [], [g.hex() for g in message.group_ids])
 
     # -- opening -----------------------------------------------------------------------------
     def _open(self, data: bytes, sender: str) -> Any:

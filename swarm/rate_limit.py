@@ -5,6 +5,10 @@ A bucket holds at most `burst` tokens and refills at `rate` tokens per second.  
 the message is refused and nothing is taken (so a refused flood does not also starve the
 peer's next legitimate message of byte tokens).  Buckets of peers not heard from for a while
 are forgotten (a full bucket carries no information), which bounds memory under a Sybil flood.
+
+`KeyedBuckets` is one bucket per key with look-before-take, for limits that are checked when a
+request arrives but charged only once its outcome is known (swarm/request_budget.py's limit on
+fetches that return nothing).
 """
 
 from __future__ import annotations
@@ -81,3 +85,38 @@ class PeerRateLimiter:
         if len(self._buckets) >= self.max_peers:  # everyone is active: drop the oldest half
             for peer in list(self._buckets)[: self.max_peers // 2]:
                 del self._buckets[peer]
+
+
+class KeyedBuckets:
+    """One `TokenBucket` per key, created full on first use, at most `max_keys` remembered."""
+
+    def __init__(
+        self, rate: float, burst: float, clock: Callable[[], float], max_keys: int = 100_000
+    ) -> None:
+        self.rate, self.burst = rate, burst
+        self._clock = clock
+        self.max_keys = max_keys
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def can_take(self, key: str, n: float = 1.0) -> bool:
+        """True if `key` has `n` tokens now; takes nothing (an unknown key has a full bucket)."""
+        bucket = self._buckets.get(key)
+        return n <= self.burst if bucket is None else bucket.can_take(n, self._clock())
+
+    def take(self, key: str, n: float = 1.0) -> bool:
+        now = self._clock()
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) >= self.max_keys:
+                self._forget_full(now)
+            bucket = self._buckets[key] = TokenBucket(self.rate, self.burst)
+        return bucket.take(n, now)
+
+    def _forget_full(self, now: float) -> None:
+        for key, bucket in list(self._buckets.items()):
+            bucket.refill(now)
+            if bucket.tokens >= bucket.burst:
+                del self._buckets[key]
+        if len(self._buckets) >= self.max_keys:  # every key is drained: drop the oldest half
+            for key in list(self._buckets)[: self.max_keys // 2]:
+                del self._buckets[key]

@@ -40,6 +40,7 @@ def _default_penalties() -> dict[str, float]:
         "replayed": 5.0,
         "replay_unproven": 0.0,  # below its sender's own replay floor: maybe just overtaken in transit
         "rate_limited": 1.0,  # charged per dropped message: a 10x flood bans within seconds
+        "empty_limited": 1.0,  # a request refused for asking too often for groups we do not hold
         "fetch_failed": 0.5,  # honest peers die too: kept small
         "reward_mismatch": 10.0,  # reported by the node: a claimed reward our verifier contradicts
     }
@@ -67,6 +68,13 @@ class ScoreParams:
     request_rate: float = 100.0
     request_burst: float = 1000.0
     response_byte_rate: float = 50_000_000.0  # bytes of requests per second (requests are small)
+    # All callers together (swarm/request_budget.py): per-peer buckets do not bound a Sybil set.
+    serve_rate: float = 200.0  # inbound requests served per second; beyond it, declined as busy
+    serve_burst: float = 1000.0  # one late joiner's catch-up fits in it
+    serve_reserve: float = 0.5  # fraction of serve_burst that only peers with a positive score may use
+    # Per peer: requests whose answer holds no group (ids we never had or no longer hold).
+    empty_fetch_rate: float = 5.0
+    empty_fetch_burst: float = 50.0
     # Inbox: the most any one origin peer may hold, as a fraction of the inbox capacity.
     max_inbox_share: float = 0.25
 
@@ -101,6 +109,11 @@ class PeerScores:
 
     def score(self, peer_id: str) -> float:
         return self._current(peer_id).value
+
+    def peek(self, peer_id: str) -> float:
+        """The score, without remembering a peer never heard from (0 for it): cheap to ask for
+        every key of a Sybil set."""
+        return self._current(peer_id).value if peer_id in self._peers else 0.0
 
     def reward(self, peer_id: str, amount: float | None = None) -> float:
         s = self._current(peer_id)

@@ -24,6 +24,7 @@ WRONG_GROUP = "bad_group_id"  # a holder answered with groups other than the one
 NOT_ALLOWED = "not_allowed"  # a group whose origin is outside the private swarm's allowlist
 TOO_LARGE = "too_large"  # a push above GossipConfig.max_push_bytes (same reason as the codec's)
 BANNED = "banned"  # dropped unread because the sender is banned (no further penalty)
+EMPTY_LIMITED = "empty_limited"  # too many fetches of groups we do not hold (swarm/request_budget.py)
 
 
 class Rejected(Exception):
@@ -76,6 +77,12 @@ class Wire(Protocol):
     def open_request(self, data: bytes, sender: str) -> tuple[bytes, list[str]]: ...
 
     def seal_response(self, request_id: bytes, groups: list[Any], missing: list[str]) -> bytes: ...
+
+    def decline_request(self, data: bytes) -> bytes:
+        """The answer to a request we will not serve now: every asked id reported missing.  Only
+        decoded (its signature is not checked, its nonce not recorded): a decline tells a forger
+        nothing.  Raises `Rejected` if the bytes are not a request."""
+        ...
 
     def open_response(self, data: bytes, sender: str, request_id: bytes) -> list[tuple[AnnounceEntry, Any]]:
         """Every carried group is verified (id = content hash, origin signature, validators)."""
