@@ -1,6 +1,6 @@
 """Admission: judging each peer group that arrives, once, as a chain of small judges.
 
-Judging is separate from keeping and choosing groups (`node/pool.py`), so the replay layer can
+Judging is separate from keeping and choosing groups (`node/replay/buffer.py`), so the replay layer can
 own the pool while admission stays what it is: a filter with counted, typed verdicts.
 
 The chain, in order (first refusal wins; every verdict counted under its `Reason`):

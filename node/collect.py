@@ -2,10 +2,14 @@
 G+1 samples (MC-GRPO), a greedy baseline per prompt (ReMax), dynamic sampling rounds that
 drop zero-variance groups and draw more prompts until the batch is full (DAPO), and the
 per-completion tensors that reward shaping and the advantage estimators read.
+
+Which prompts, and how many completions each, come from the replay layer (`ReplayLayer.plan`,
+and `extra` for a second stage); every group generated, kept or not, is shown to it (`observe`).
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 
@@ -15,9 +19,9 @@ from torch import Tensor
 from node.algos.api import keep_groups, row_keep, shape_rewards, should_generate_more
 from node.algos.types import AdvantageInputs, Requirements
 from node.config import Config
-from node.records import Completion, Group, SamplingParams
+from node.records import Completion, Group, Prompt, SamplingParams
+from node.replay.layer import ReplayLayer
 from node.rollout import Renderer, RolloutEngine
-from node.sampler import PromptSampler
 from node.scoring import score_groups
 from node.tasks.base import Task
 
@@ -32,10 +36,41 @@ class Collected:
     gen_tokens: int = 0
 
 
-def _generate(engine, renderer, sampler, tasks, cfg: Config, step: int, rnd: int, n: int, group_size: int, sampling) -> list[Group]:
-    prompts = sampler.sample(step, n, rnd)
-    groups = engine.generate(renderer.requests(prompts), group_size, sampling)
-    return score_groups(groups, tasks, cfg.tasks.rewards, cfg.rollout.max_new_tokens)
+def generate_sized(engine: RolloutEngine, renderer: Renderer, planned: list[tuple[Prompt, int]],
+                   sampling: SamplingParams) -> list[Group]:  # fmt: skip
+    """One group per (prompt, G), in order; one engine call per distinct G."""
+    by_size: dict[int, list[int]] = {}
+    for i, (_, g) in enumerate(planned):
+        by_size.setdefault(g, []).append(i)
+    out: list[Group | None] = [None] * len(planned)
+    for g, idx in by_size.items():
+        made = engine.generate(renderer.requests([planned[i][0] for i in idx]), g, sampling)
+        for i, group in zip(idx, made):
+            out[i] = group
+    return out  # type: ignore[return-value]
+
+
+def _generate(engine, renderer, layer: ReplayLayer, tasks, cfg: Config, step: int, rnd: int, n: int, extra: int,
+              sampling) -> list[Group]:  # fmt: skip
+    """Plan, generate and score `n` groups (`extra` more completions each: MC-GRPO's G+1); a
+    second stage where the layer asks for one (dars); every group is shown to the layer."""
+    planned = [(p, g + extra) for p, g in layer.plan(step, n, rnd)]
+    score = functools.partial(
+        score_groups, tasks=tasks, weights=cfg.tasks.rewards, max_tokens=cfg.rollout.max_new_tokens
+    )
+    groups = score(generate_sized(engine, renderer, planned, sampling))
+    more = layer.extra(groups)
+    if any(more):
+        second = score(
+            generate_sized(engine, renderer, [(g.prompt, m) for g, m in zip(groups, more) if m], sampling)
+        )
+        it = iter(second)
+        groups = [
+            g.replace_completions([*g.completions, *next(it).completions]) if m else g
+            for g, m in zip(groups, more)
+        ]
+    layer.observe(groups, step)
+    return groups
 
 
 def filter_signal(cfg: Config) -> str | None:
@@ -46,7 +81,7 @@ def filter_signal(cfg: Config) -> str | None:
 def collect(
     engine: RolloutEngine,
     renderer: Renderer,
-    sampler: PromptSampler,
+    layer: ReplayLayer,
     tasks: dict[str, Task],
     cfg: Config,
     req: Requirements,
@@ -56,14 +91,14 @@ def collect(
 ) -> Collected:
     """`n_prompts` groups (default `rollout.prompts_per_step`), generated and scored locally."""
     t0 = time.perf_counter()
-    group_size = cfg.rollout.group_size + req.extra_rollouts_per_group
     algo = cfg.algorithm
     target = cfg.rollout.prompts_per_step if n_prompts is None else n_prompts
     kept: list[Group] = []
     dropped = 0
     rounds = 0
     while True:
-        groups = _generate(engine, renderer, sampler, tasks, cfg, step, rounds, target, group_size, sampling)
+        groups = _generate(engine, renderer, layer, tasks, cfg, step, rounds, target, req.extra_rollouts_per_group,
+                           sampling)  # fmt: skip
         rounds += 1
         if not algo.dynamic_sampling:
             kept = groups
@@ -78,7 +113,9 @@ def collect(
         if not should_generate_more(len(kept), target, rounds, algo.max_gen_rounds):
             break
     if algo.dynamic_sampling:
-        kept = kept[:target] if kept else groups  # nothing had variance: train on the last round (zero advantages)
+        kept = (
+            kept[:target] if kept else groups
+        )  # nothing had variance: train on the last round (zero advantages)
     out = Collected(kept, rounds=rounds, dropped_groups=dropped)
     if req.baseline_rewards:
         out.baselines = baseline_rewards(engine, renderer, kept, tasks, cfg)
@@ -137,8 +174,12 @@ def advantage_inputs(
         group_ids=torch.tensor([gi for gi, g in enumerate(groups) for _ in g.completions]),
         components=torch.tensor([[c.reward_components[n] for n in names] for c in completions]),
         component_weights=torch.tensor([cfg.tasks.rewards[n] for n in names]),
-        correct=torch.tensor([c.reward_components.get("correctness", 0.0) >= cfg.algorithm.correct_threshold
-                              for c in completions]),
+        correct=torch.tensor(
+            [
+                c.reward_components.get("correctness", 0.0) >= cfg.algorithm.correct_threshold
+                for c in completions
+            ]
+        ),
         seq_logprobs=(behavior * mask).sum(-1) / n_tok if req.seq_logprobs else None,
         ref_seq_logprobs=(ref * mask).sum(-1) / n_tok if ref is not None else None,
         baseline_rewards=torch.tensor([baselines[c.prompt.prompt_id] for c in completions])

@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from node.algos.config import AlgorithmConfig
+from node.replay.config import ReplayConfig
 
 PACKAGED_SMOLLM2 = "smollm2-135m-instruct"
 # The embedded default task: one-digit sums (see configs/solo_cpu.yaml for why).
@@ -238,6 +239,7 @@ class Config(Section):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     swarm: SwarmConfig = Field(default_factory=SwarmConfig)
+    replay: ReplayConfig = Field(default_factory=ReplayConfig)
 
     @model_validator(mode="after")
     def _coherent(self) -> Config:

@@ -4,15 +4,17 @@ One step, top to bottom (`train_step`):
 
 1. [join] admit what the swarm delivered: judge each group on the wire (node/admission.py),
    localize it for our policy (node/exchange.py), re-score it with our verifier, judge again,
-   pool the survivors (node/pool.py); report proven liars to the swarm;
+   pool the survivors (node/replay/buffer.py); report proven liars to the swarm;
 2. [join] take up to J pooled peer groups and give re-tokenized ones our behaviour log-probs;
-3. generate the local groups (I, plus any of the J the swarm could not supply) and score them;
-4. advantages over local and peer groups together; drop rows the algorithm refuses;
-5. the PPO update (node/trainer.py); sync the engine's weights;
-6. [join] publish the local groups; log; checkpoint (in `run`).
+3. [replay] take up to `replay.replay_fraction` of I from recent local groups (node/replay/);
+4. generate the rest of the local groups (I, plus any of J the swarm could not supply) on the
+   prompts and with the G the replay layer plans, score them, and show them to the layer;
+5. advantages over local, replayed and peer groups together; drop rows the algorithm refuses;
+6. the PPO update (node/trainer.py); sync the engine's weights; keep the fresh groups for replay;
+7. [join] publish the fresh local groups; log; checkpoint (in `run`).
 
-This is the one place that knows that order; components (engine, trainer, admission, pool, the
-swarm link) never hold a reference to the node or to each other.  In solo mode nothing of the
+This is the one place that knows that order; components (engine, trainer, replay layer,
+admission, pool, the swarm link) never hold a reference to the node or to each other.  In solo mode nothing of the
 swarm layer is imported and no socket is opened.
 
 Guarantees: a Ctrl-C finishes the current step, saves a checkpoint and exits (a second Ctrl-C
@@ -44,6 +46,7 @@ from node.collect import advantage_inputs, baseline_rewards, collect, filter_sig
 from node.config import Config, dump_config
 from node.exchange import to_local
 from node.records import Group, SamplingParams
+from node.replay.layer import ReplayLayer
 from node.rollout import Renderer, RolloutEngine, build_engine
 from node.sampler import PromptSampler
 from node.scoring import score_group
@@ -94,6 +97,8 @@ class Node:
         self.policy, self.renderer, self.engine = parts.policy, parts.renderer, parts.engine
         self.tasks = {t.name: t for t in parts.tasks}
         self.sampler = PromptSampler(parts.tasks, [s.weight for s in cfg.tasks.sources], cfg.seed)
+        self.replay = ReplayLayer(cfg.replay, self.sampler, cfg.rollout.group_size, cfg.seed, cfg.model.name,
+                                  filter_signal(cfg))  # fmt: skip
         self.req = requirements(cfg.algorithm)
         self.trainer = Trainer(
             self.policy.model, cfg.trainer, cfg.algorithm, self.req, self.policy.tokenizer.pad_token_id,
@@ -106,7 +111,7 @@ class Node:
         self.checkpoints_skipped: list[str] = []  # corrupt checkpoints resume fell back past
         if cfg.swarm.mode == "join":  # solo mode imports nothing of the swarm layer
             from node.admission import Admission, AdmissionConfig
-            from node.pool import GroupPool, PoolConfig
+            from node.replay.buffer import BufferConfig, ReplayBuffer
             from node.sharing import Sharing
 
             sw = cfg.swarm
@@ -114,7 +119,9 @@ class Node:
             self.admission = Admission(
                 AdmissionConfig(sw.max_age_s, signal=filter_signal(cfg)), self.tasks, self.sharing.peer_id
             )
-            self.pool = GroupPool(PoolConfig(sw.pool_size, sw.per_peer_cap, sw.max_age_s, sw.max_version_lag))
+            self.pool = ReplayBuffer(
+                BufferConfig(sw.pool_size, sw.per_peer_cap, sw.max_age_s, sw.max_version_lag)
+            )
             self.swarm_totals: Counter[str] = Counter()  # used, filled_locally
 
     # -- state -------------------------------------------------------------------------
@@ -124,7 +131,7 @@ class Node:
 
     def components(self) -> dict[str, dict]:
         """Every stateful component's `state_dict()`, by the name it is checkpointed under."""
-        out = {"sampler": self.sampler.state_dict()}
+        out = {"sampler": self.sampler.state_dict(), "replay": self.replay.state_dict()}
         if self.sharing is not None:
             out |= {"admission": self.admission.state_dict(), "pool": self.pool.state_dict(),
                     "swarm_totals": dict(self.swarm_totals)}  # fmt: skip
@@ -133,6 +140,8 @@ class Node:
     def _load_components(self, state: dict[str, dict]) -> None:
         if "sampler" in state:
             self.sampler.load_state_dict(state["sampler"])
+        if "replay" in state:  # checkpoints from before the replay layer start with empty estimates
+            self.replay.load_state_dict(state["replay"], self._find_prompt)
         if self.sharing is not None and "pool" in state:  # a solo checkpoint joining a swarm starts empty
             self.admission.load_state_dict(state["admission"])
             self.pool.load_state_dict(state["pool"], self._find_prompt)
@@ -169,13 +178,18 @@ class Node:
         cfg = self.cfg
         t0 = time.perf_counter()
         peer, swarm_info = self.peer_groups() if self.sharing else ([], {})
-        n_local = cfg.rollout.prompts_per_step + (
-            cfg.swarm.external_groups - len(peer) if self.sharing else 0
+        now_ms = int(time.time() * 1000)
+        replayed = self.replay.replay(self.replay.replay_count(cfg.rollout.prompts_per_step), self.step,
+                                      self.trainer.version, now_ms)  # fmt: skip
+        n_local = (
+            cfg.rollout.prompts_per_step
+            - len(replayed)
+            + (cfg.swarm.external_groups - len(peer) if self.sharing else 0)
         )
         collected = collect(
             self.engine,
             self.renderer,
-            self.sampler,
+            self.replay,
             self.tasks,
             cfg,
             self.req,
@@ -184,9 +198,9 @@ class Node:
             n_local,
         )
         local, baselines = collected.groups, dict(collected.baselines)
-        if peer and self.req.baseline_rewards:  # ReMax: greedy baselines for the peers' prompts too
-            baselines |= baseline_rewards(self.engine, self.renderer, peer, self.tasks, cfg)
-        groups = local + peer
+        if (replayed or peer) and self.req.baseline_rewards:  # ReMax: greedy baselines for those prompts too
+            baselines |= baseline_rewards(self.engine, self.renderer, replayed + peer, self.tasks, cfg)
+        groups = local + replayed + peer
         ref = (
             self.trainer.ref_logprobs([c for g in groups for c in g.completions])
             if self.req.ref_logprobs
@@ -198,11 +212,13 @@ class Node:
         train_rows = [c for c, k in zip(completions, rows.tolist()) if k]
         metrics = self.trainer.update(train_rows, out.advantages[rows])
         self.engine.sync_weights(self.trainer.version)
+        self.replay.keep(local, self.step, now_ms, self.sharing.tok_hash if self.sharing else "")
         if self.sharing:
             self.sharing.publish(local, self.sampling)
             metrics.update(swarm_info, local_groups=len(local))
         self.step += 1
         metrics.update(step_metrics(cfg, groups, local, completions, out.advantages[rows], collected))
+        metrics.update(self.replay.metrics(groups))
         metrics.update(policy_version=self.trainer.version, step_s=time.perf_counter() - t0)
         return metrics
 
@@ -230,7 +246,7 @@ class Node:
 
     def _admit(self, item, now_ms: int) -> None:
         from node.admission import Reason
-        from node.pool import PoolEntry
+        from node.replay.buffer import BufferEntry
 
         found = self.admission.screen(item, now_ms)
         if isinstance(found, Reason):
@@ -244,7 +260,9 @@ class Node:
             return
         if self.admission.judge(item, group, now_ms) is Reason.ADMITTED:
             wire = item.group
-            self.pool.add(PoolEntry(group, item.origin, item.group_id, wire.policy_version, wire.created_ms))
+            self.pool.add(BufferEntry(group, item.origin, item.group_id, wire.policy_version, wire.created_ms,
+                                      self.trainer.version, wire.model_id, wire.tokenizer_hash))  # fmt: skip
+            self.replay.observe([group], self.step, local=False)  # discounted evidence of difficulty
 
     def _localize(self, wire, prompt, origin: str) -> Group:
         reuse = self.cfg.swarm.peer_logprobs == "reuse" and wire.tokenizer_hash == self.sharing.tok_hash
@@ -289,6 +307,7 @@ class Node:
             "correctness": metrics.get("reward/correctness"),
             "step_s": metrics.get("step_s"),
             "checkpoints_skipped": len(self.checkpoints_skipped),
+            "replay": self.replay.status(),
             "swarm": swarm,
         }
 

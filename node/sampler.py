@@ -17,7 +17,10 @@ class PromptSampler:
 
     def sample(self, step: int, n: int, round: int = 0) -> list[Prompt]:
         """`n` prompts for `step`; `round` > 0 draws the extra batches of dynamic sampling."""
-        rng = random.Random(f"prompts:{self.seed}:{step}:{round}")
+        return self.draw(random.Random(f"prompts:{self.seed}:{step}:{round}"), n)
+
+    def draw(self, rng: random.Random, n: int) -> list[Prompt]:
+        """`n` prompts from `rng`: a task by weight, then a uniform index into it."""
         out = []
         for _ in range(n):
             task = rng.choices(self.tasks, weights=self.weights)[0]

@@ -7,7 +7,7 @@
     sharing.close()
 
 Judging, localizing, scoring and pooling arriving groups are the node's (node/admission.py,
-node/pool.py, `Node._admit`); this module holds no trainer and calls nothing back.  `drain`
+node/replay/buffer.py, `Node._admit`); this module holds no trainer and calls nothing back.  `drain`
 never waits on the network.
 """
 

@@ -6,7 +6,7 @@ from the swarm.  Here a round is one `Node.train_step()` of a node whose policy,
 and engine are the T2 toy (`benchmarks/toy/adapter.py`), with `rollout.prompts_per_step = I` and
 `swarm.external_groups = J`, over a real hivemind link (`node/sharing.py` `Sharing.open`).  So
 admission (`node/admission.py`: re-scoring with our verifier, claimed-reward mismatch, zero
-variance on correctness), the pool and its choice (`node/pool.py`: staleness, per-peer cap,
+variance on correctness), the pool and its choice (`node/replay/buffer.py`: staleness, per-peer cap,
 uniform draw), advantages and the PPO update (`node/trainer.py`) are the node's; this file only
 wires processes, waits, measures and, for two experiments, wraps the link:
 

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from node.admission import Admission, AdmissionConfig, Reason
-from node.pool import GroupPool, PoolConfig, PoolEntry
+from node.replay.buffer import BufferConfig as PoolConfig, BufferEntry as PoolEntry, ReplayBuffer as GroupPool
 from node.records import Completion, Group
 from node.scoring import score_group
 from node.tasks.reasoning_gym_task import ReasoningGymTask
@@ -164,7 +164,7 @@ def test_pool_is_bounded_oldest_out(task):
     pool = GroupPool(PoolConfig(capacity=2))
     for i in range(3):
         pool.add(entry(task, f"g{i}"))
-    assert [e.group_id for e in pool.entries] == ["g1", "g2"] and pool.counts["pool_overflow"] == 1
+    assert [e.group_id for e in pool.entries] == ["g1", "g2"] and pool.counts["overflow"] == 1
 
 
 def test_pool_state_round_trips_entries_and_refinds_prompts(task):

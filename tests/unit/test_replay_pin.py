@@ -21,15 +21,25 @@ from benchmarks.toy.seqmodel import GPTConfig, warm_start  # noqa: E402
 from node.node import Node  # noqa: E402
 
 PLAIN = (
-    [["272x4", "247x4", "256x4", "15x4"], ["361x4", "0x4", "3x4", "369x4"], ["368x4", "366x4", "321x4", "12x4"]],
+    [
+        ["272x4", "247x4", "256x4", "15x4"],
+        ["361x4", "0x4", "3x4", "369x4"],
+        ["368x4", "366x4", "321x4", "12x4"],
+    ],
     [0.0, 0.0157, 0.0],
     121.691,
 )
 DYNAMIC = (
     [
-        ["272x4", "247x4", "256x4", "15x4"], ["51x4", "359x4", "299x4", "390x4"], ["116x4", "385x4", "113x4", "195x4"],
-        ["361x4", "0x4", "3x4", "369x4"], ["33x4", "18x4", "327x4", "308x4"], ["245x4", "378x4", "306x4", "232x4"],
-        ["368x4", "366x4", "321x4", "12x4"], ["302x4", "130x4", "249x4", "380x4"], ["199x4", "231x4", "126x4", "30x4"],
+        ["272x4", "247x4", "256x4", "15x4"],
+        ["51x4", "359x4", "299x4", "390x4"],
+        ["116x4", "385x4", "113x4", "195x4"],
+        ["361x4", "0x4", "3x4", "369x4"],
+        ["33x4", "18x4", "327x4", "308x4"],
+        ["245x4", "378x4", "306x4", "232x4"],
+        ["368x4", "366x4", "321x4", "12x4"],
+        ["302x4", "130x4", "249x4", "380x4"],
+        ["199x4", "231x4", "126x4", "30x4"],
     ],  # fmt: skip
     [-0.0333, 0.0714, 0.0787],
     121.679,
@@ -66,9 +76,10 @@ def fingerprint(net, overrides: dict, run_dir: Path):
     "overrides,expected",
     [
         ({}, PLAIN),
+        ({"replay": {"select": "uniform", "allocate": "uniform", "replay_fraction": 0.0}}, PLAIN),
         ({"algorithm": {"dynamic_sampling": True, "max_gen_rounds": 3}}, DYNAMIC),
     ],
-    ids=["plain", "dynamic-sampling"],
+    ids=["plain", "explicit-uniform", "dynamic-sampling"],
 )
 def test_uniform_replay_reproduces_the_node_before_the_layer(warm, tmp_path, overrides, expected):
     assert fingerprint(warm, overrides, tmp_path) == expected
