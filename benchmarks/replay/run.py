@@ -64,8 +64,9 @@ def one_run(arm: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     task = ToyAddition(seed, size=args.size, level_weights=REGIMES[args.regime])
     parts = toy_parts(net, task, sample_seed=10_000 + seed)
     engine = parts.engine
-    cfg = toy_config(seed, ARMS[arm] | {"logging": {"run_dir": str(Path(args.out) / arm / f"s{seed}")}})
-    node = Node(cfg, Path(args.out) / arm / f"s{seed}", parts)
+    run_dir = Path(args.scratch or args.out) / arm / f"s{seed}"
+    cfg = toy_config(seed, ARMS[arm] | {"logging": {"run_dir": str(run_dir)}, "checkpoint": {"every": 100_000}})
+    node = Node(cfg, run_dir, parts)
 
     def evaluate(step: int) -> dict[str, Any]:
         return {"step": step, "generated": engine.generated,
@@ -92,6 +93,16 @@ def one_run(arm: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def warm(seed: int, cache: str) -> None:
+    import torch
+
+    from benchmarks.toy.adapter import warm_model
+    from benchmarks.toy.seqmodel import GPTConfig
+
+    torch.set_num_threads(1)
+    warm_model(seed, GPTConfig(), Path(cache))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/replay")
@@ -103,10 +114,13 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--eval-every", type=int, default=10)
     p.add_argument("--jobs", type=int, default=1, help="runs at once (one core each)")
+    p.add_argument("--scratch", default=None, help="node run folders (default: under --out)")
     args = p.parse_args()
     todo = [(a, s) for s in args.seeds for a in args.arms if not (Path(args.out) / a / f"s{s}.json").exists()]
     print(f"{len(todo)} runs to do", flush=True)
     with ProcessPoolExecutor(args.jobs) as pool:
+        for f in [pool.submit(warm, s, args.cache) for s in args.seeds]:  # build missing warm starts once
+            f.result()
         futures = [pool.submit(one_run, a, s, args) for a, s in todo]
         for f in futures:
             r = f.result()
