@@ -160,8 +160,9 @@ def entry_from_dict(d: dict, find_prompt: Callable[[str, str], Prompt | None]) -
 
 
 def local_entry(
-    group: Group, version: int, now_ms: int, model_id: str, tokenizer_hash: str, step: int
+    group: Group, version: int, now_ms: int, model_id: str, tokenizer_hash: str, step: int, index: int = 0
 ) -> BufferEntry:
-    """Our own group, sampled by our version `version` at `step` (its id: local:step:index:prompt)."""
-    gid = f"{LOCAL}:{step}:{group.prompt.prompt_id}"
+    """Our own group, sampled by our version `version` at `step`, the `index`-th of that step's
+    groups (its id: local:step:index:prompt, so a prompt drawn twice in a step is held twice)."""
+    gid = f"{LOCAL}:{step}:{index}:{group.prompt.prompt_id}"
     return BufferEntry(group, LOCAL, gid, version, now_ms, version, model_id, tokenizer_hash)

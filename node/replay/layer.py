@@ -177,10 +177,10 @@ class ReplayLayer:
         """Store this step's fresh local groups that carry a signal (replay on only)."""
         if self.cfg.replay_fraction <= 0:
             return
-        for g in groups:
+        for i, g in enumerate(groups):
             if g.has_signal(self.signal):
                 version = g.completions[0].policy_version
-                self.buffer.add(local_entry(g, version, now_ms, self.model_id, tokenizer_hash, step))
+                self.buffer.add(local_entry(g, version, now_ms, self.model_id, tokenizer_hash, step, i))
 
     def replay_count(self, n: int) -> int:
         """Groups of an `n`-group batch to take from the buffer (at least one stays fresh)."""
