@@ -9,7 +9,11 @@ the same record over HTTP on `logging.metrics_host` (127.0.0.1 by default):
 
 The record: {"version", "pid", "updated_at", "run_dir", "mode", "model", "step", "steps",
 "policy_version", "reward", "reward_local", "correctness", "step_s", "checkpoints_skipped",
-"swarm": {...}} where
+"replay": {...}, "swarm": {...}} where
+"replay" (node/replay/layer.py `ReplayLayer.status`) holds "select", "allocate",
+"replay_fraction", "known_prompts", "histogram" (shares of known prompts per estimated pass-rate
+fifth), "brier" and "brier_global" (None before the first local group), "generated", "replayed"
+and "buffer"; and
 "swarm" (join mode) holds "peer_id", "addresses", "state", "last_error", "peers", "published",
 "received", "admitted", "used", "filled_locally", "verdicts", "rejections", "peer_scores", "banned" and
 "link" (the link thread's counters).
@@ -45,10 +49,17 @@ def prometheus_text(status: dict[str, Any]) -> str:
             metric(key, "gauge", help_, [("", status[key])])
     swarm = status.get("swarm") or {}
     if swarm:
-        metric("swarm_connected", "gauge", "1 when the swarm transport is up", [("", swarm.get("state") == "connected")])
+        metric(
+            "swarm_connected",
+            "gauge",
+            "1 when the swarm transport is up",
+            [("", swarm.get("state") == "connected")],
+        )
         metric("swarm_peers", "gauge", "connected peers", [("", swarm.get("peers", 0))])
         for key in _COUNTERS:
-            metric(f"swarm_{key}_total", "counter", f"groups {key.replace('_', ' ')}", [("", swarm.get(key, 0))])
+            metric(
+                f"swarm_{key}_total", "counter", f"groups {key.replace('_', ' ')}", [("", swarm.get(key, 0))]
+            )
         for name, field, label in (("swarm_verdicts_total", "verdicts", "verdict"),
                                    ("swarm_rejections_total", "rejections", "reason"),
                                    ("swarm_peer_score", "peer_scores", "peer")):  # fmt: skip
@@ -83,7 +94,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class StatusBoard:
-    def __init__(self, run_dir: Path, write_file: bool = True, port: int = 0, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, run_dir: Path, write_file: bool = True, port: int = 0, host: str = "127.0.0.1"
+    ) -> None:
         self.path = Path(run_dir) / STATUS_FILE if write_file else None
         self.current: dict[str, Any] = {}
         self.server: ThreadingHTTPServer | None = None
@@ -92,7 +105,9 @@ class StatusBoard:
             try:
                 self.server = ThreadingHTTPServer((host, port), handler)
             except OSError as e:
-                raise ValueError(f"logging.metrics_port={port}: cannot listen on {host}:{port}: {e}") from None
+                raise ValueError(
+                    f"logging.metrics_port={port}: cannot listen on {host}:{port}: {e}"
+                ) from None
             threading.Thread(target=self.server.serve_forever, name="status-http", daemon=True).start()
 
     def update(self, status: dict[str, Any]) -> None:
@@ -127,6 +142,7 @@ def read_status(target: str) -> dict[str, Any]:
 
 def format_status(s: dict[str, Any]) -> str:
     """A few lines for a person."""
+
     def num(v: Any, spec: str = ".3f") -> str:
         return format(v, spec) if isinstance(v, (int, float)) else "-"
 
@@ -136,6 +152,20 @@ def format_status(s: dict[str, Any]) -> str:
         f"policy v{s.get('policy_version', '?')}  reward {num(s.get('reward'))}  "
         f"local {num(s.get('reward_local'))}  {num(s.get('step_s'), '.1f')} s/step",
     ]
+    rp = s.get("replay")
+    if rp:
+        lines.append(
+            f"replay select {rp.get('select')}  allocate {rp.get('allocate')}  "
+            f"replay fraction {num(rp.get('replay_fraction'), '.2f')}  known prompts {rp.get('known_prompts', 0)}  "
+            f"buffer {rp.get('buffer', 0)}"
+        )
+        hist = rp.get("histogram") or []
+        if hist:
+            lines.append("estimated pass rate [0,.2) .. [.8,1]: " + " ".join(num(h, ".2f") for h in hist))
+        lines.append(
+            f"brier {num(rp.get('brier'))} (global mean {num(rp.get('brier_global'))})  "
+            f"generated {rp.get('generated', 0)}  replayed {rp.get('replayed', 0)}"
+        )
     sw = s.get("swarm")
     if sw:
         lines.append(f"swarm {sw.get('state')}  peer {sw.get('peer_id')}  peers {sw.get('peers')}")
@@ -143,7 +173,10 @@ def format_status(s: dict[str, Any]) -> str:
         if sw.get("verdicts"):
             lines.append("admission: " + "  ".join(f"{k} {v}" for k, v in sorted(sw["verdicts"].items())))
         if sw.get("rejections"):
-            lines.append("rejected by the swarm layer: " + "  ".join(f"{k} {v}" for k, v in sorted(sw["rejections"].items())))
+            lines.append(
+                "rejected by the swarm layer: "
+                + "  ".join(f"{k} {v}" for k, v in sorted(sw["rejections"].items()))
+            )
         if sw.get("banned"):
             lines.append(f"banned now: {len(sw['banned'])}  " + "  ".join(p[:16] for p in sw["banned"]))
         if sw.get("last_error") and sw.get("state") != "connected":

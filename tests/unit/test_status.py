@@ -71,3 +71,27 @@ def test_port_in_use_and_missing_status_are_clear_errors(tmp_path, capsys):
 def test_format_names_the_error_of_a_disconnected_node():
     s = {**STATUS, "swarm": {**STATUS["swarm"], "state": "retrying", "last_error": "bootstrap unreachable"}}
     assert "last error: bootstrap unreachable" in format_status(s)
+
+
+REPLAY = {"select": "mopps", "allocate": "knapsack", "replay_fraction": 0.25, "known_prompts": 412,
+          "histogram": [0.1, 0.2, 0.3, 0.25, 0.15], "brier": 0.0812, "brier_global": 0.1534,
+          "generated": 5120, "replayed": 96, "buffer": 31}  # fmt: skip
+
+
+def test_format_shows_the_replay_section(tmp_path, capsys):
+    text = format_status({**STATUS, "replay": REPLAY})
+    assert (
+        "replay select mopps  allocate knapsack  replay fraction 0.25  known prompts 412  buffer 31" in text
+    )
+    assert "estimated pass rate [0,.2) .. [.8,1]: 0.10 0.20 0.30 0.25 0.15" in text
+    assert "brier 0.081 (global mean 0.153)  generated 5120  replayed 96" in text
+    # before the first local group there is no score yet; a record without the section shows none
+    fresh = format_status(
+        {**STATUS, "replay": {**REPLAY, "brier": None, "brier_global": None, "histogram": []}}
+    )
+    assert "brier - (global mean -)" in fresh and "estimated pass rate" not in fresh
+    assert "replay" not in format_status(STATUS)
+    board = StatusBoard(tmp_path)
+    board.update({**STATUS, "replay": REPLAY})
+    assert main(["status", str(tmp_path)]) == 0
+    assert "known prompts 412" in capsys.readouterr().out
