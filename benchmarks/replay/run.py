@@ -46,9 +46,14 @@ ARMS: dict[str, dict[str, Any]] = {
     "replay_noIS": {"replay": {"replay_fraction": 0.5}},
     "mopps+replay": {"replay": {"select": "mopps", "replay_fraction": 0.5}, "algorithm": OFFPOLICY},
     "mopps+knapsack": {"replay": {"select": "mopps", "allocate": "knapsack"}},
+    # controls for the replay diagnosis (second batch of runs): the fresh prompts of the replay
+    # arm without the replayed groups; replay only of the previous version's groups; less replay
+    "uniform_4": {"rollout": {"prompts_per_step": 4}},
+    "replay_lag1": {"replay": {"replay_fraction": 0.5, "max_version_lag": 1}, "algorithm": OFFPOLICY},
+    "replay_f25": {"replay": {"replay_fraction": 0.25}, "algorithm": OFFPOLICY},
 }
 REGIMES = {"wide": (1, 1, 1, 1), "hard": (0, 0, 1, 1)}
-KEYS = ("replay/nonzero_share", "replay/brier", "replay/brier_global", "replay/brier_unseen",
+KEYS = ("replay/nonzero_share", "replay/signal_completions", "replay/brier", "replay/brier_global", "replay/brier_unseen",
         "replay/brier_unseen_global", "replay/replay_share", "zero_var_groups", "reward_local")  # fmt: skip
 
 
@@ -65,7 +70,9 @@ def one_run(arm: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     parts = toy_parts(net, task, sample_seed=10_000 + seed)
     engine = parts.engine
     run_dir = Path(args.scratch or args.out) / arm / f"s{seed}"
-    cfg = toy_config(seed, ARMS[arm] | {"logging": {"run_dir": str(run_dir)}, "checkpoint": {"every": 100_000}})
+    cfg = toy_config(
+        seed, ARMS[arm] | {"logging": {"run_dir": str(run_dir)}, "checkpoint": {"every": 100_000}}
+    )
     node = Node(cfg, run_dir, parts)
 
     def evaluate(step: int) -> dict[str, Any]:

@@ -107,7 +107,7 @@ class ReplayLayer:
 
     def _select(self, step: int, n: int, round: int) -> list[Prompt]:
         rng = random.Random(f"select:{self.seed}:{step}:{round}")
-        want, seen, candidates = n * self.cfg.candidates, set(), []
+        want, seen, candidates, skipped = n * self.cfg.candidates, set(), [], []
         for _ in range(4):  # a few draws, in case retirement empties most of them
             for p in self.sampler.draw(rng, want):
                 if p.prompt_id in seen:
@@ -115,11 +115,14 @@ class ReplayLayer:
                 seen.add(p.prompt_id)
                 if self.retired(p) and rng.random() >= self.cfg.revisit:
                     self.step_counts["retired_skips"] += 1
+                    skipped.append(p)
                     continue
                 candidates.append(p)
             if len(candidates) >= want:
                 break
-        if len(candidates) < n:  # almost everything retired: fall back to plain draws
+        if len(candidates) < n:  # almost everything retired: retired prompts rather than none
+            candidates += skipped[: n - len(candidates)]
+        if len(candidates) < n:  # a task smaller than a batch: repeats
             candidates += self.sampler.draw(rng, n - len(candidates))
         means = dict(zip((p.prompt_id for p in candidates), self.means(candidates)))
         starts = {pid: self._start(m) for pid, m in means.items() if pid not in self.table}
@@ -212,6 +215,8 @@ class ReplayLayer:
         out |= {
             "replay/known_prompts": float(len(self.table)),
             "replay/nonzero_share": sum(sig) / len(sig) if sig else 0.0,
+            "replay/signal_completions": sum(len(g.completions) for g, x in zip(trained, sig) if x)
+            / max(1, sum(len(g.completions) for g in trained)),
             "replay/replayed": float(self.step_counts["replayed"]),
             "replay/replay_share": self.step_counts["replayed"] / len(trained) if trained else 0.0,
             "replay/generated": float(self.step_counts["generated"]),
