@@ -39,7 +39,9 @@ def to_target(r: dict, target: float) -> int | None:
 def summarize(runs: dict[str, dict[int, dict]]) -> dict[str, Any]:
     base = runs["uniform"]
     seeds = sorted(base)
-    targets = {s: base[s]["curve"][0]["all"] + 0.75 * (final(base[s]) - base[s]["curve"][0]["all"]) for s in seeds}
+    targets = {
+        s: base[s]["curve"][0]["all"] + 0.75 * (final(base[s]) - base[s]["curve"][0]["all"]) for s in seeds
+    }
     rows = {}
     for arm, by_seed in runs.items():
         common = [s for s in seeds if s in by_seed]
@@ -73,7 +75,9 @@ def verdicts(summary: dict[str, Any]) -> list[str]:
         if arm in rows:
             ok, why = ttt_ok(arm, 0.75)
             fin = st.mean(rows[arm]["final"]) - u_final
-            out.append(f"- selection `{arm}`: {'PASS' if ok and fin >= -0.01 else 'FAIL'} ({why}; final pass@1 {fin:+.3f} vs uniform)")
+            out.append(
+                f"- selection `{arm}`: {'PASS' if ok and fin >= -0.01 else 'FAIL'} ({why}; final pass@1 {fin:+.3f} vs uniform)"
+            )
     m = u["means"]
     if "replay/brier_unseen" in m:
         beat = [a < b for a, b in zip(m["replay/brier_unseen"], m["replay/brier_unseen_global"])]
@@ -81,12 +85,16 @@ def verdicts(summary: dict[str, Any]) -> list[str]:
                    f"Brier {st.mean(m['replay/brier_unseen']):.4f} vs {st.mean(m['replay/brier_unseen_global']):.4f})")  # fmt: skip
     if "knapsack" in rows:
         k = st.mean(rows["knapsack"]["means"]["replay/nonzero_share"]) / st.mean(m["replay/nonzero_share"])
-        out.append(f"- knapsack: {'PASS' if k >= 1.2 else 'FAIL'} (non-zero-variance share {k:.2f}x uniform's)")
+        out.append(
+            f"- knapsack: {'PASS' if k >= 1.2 else 'FAIL'} (non-zero-variance share {k:.2f}x uniform's)"
+        )
     for arm in ("replay",):
         if arm in rows:
             ok, why = ttt_ok(arm, 1.0 - 1e-9)
             fin = st.mean(rows[arm]["final"]) - u_final
-            out.append(f"- replay: {'PASS' if ok and fin >= -0.01 else 'FAIL'} ({why}; final pass@1 {fin:+.3f} vs uniform)")
+            out.append(
+                f"- replay: {'PASS' if ok and fin >= -0.01 else 'FAIL'} ({why}; final pass@1 {fin:+.3f} vs uniform)"
+            )
     return out
 
 
@@ -148,7 +156,10 @@ def main() -> None:
     runs = load(Path(args.out))
     summary = summarize(runs)
     print("targets per seed:", {s: round(t, 3) for s, t in summary["targets"].items()})
-    print("start pass@1 by level (mean of seeds):", {k: round(v, 3) for k, v in summary["rows"]["uniform"]["start_levels"].items()})
+    print(
+        "start pass@1 by level (mean of seeds):",
+        {k: round(v, 3) for k, v in summary["rows"]["uniform"]["start_levels"].items()},
+    )
     print(table(summary))
     print("\n".join(verdicts(summary)))
     if args.img:
