@@ -210,3 +210,45 @@ def test_keep_holds_two_groups_of_one_prompt_drawn_twice_in_a_step():
         f"local:2:1:{p.prompt_id}",
     ]
     assert layer.buffer.counts["duplicate"] == 0
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"algorithm": {"advantage": "mc_grpo", "is_level": "token", "is_cap": 2.0}},  # G+1 on uneven G
+        {"algorithm": {"dynamic_sampling": True, "max_gen_rounds": 3, "is_level": "token", "is_cap": 2.0}},
+        {"replay": {"select": "dots", "allocate": "dars"}},
+    ],
+    ids=["mc-grpo+knapsack", "dynamic-sampling+mopps", "dots+dars"],
+)
+def test_algorithm_switches_keep_working_through_the_layer(warm, tmp_path, overrides):
+    """MC-GRPO's extra completion is added to every planned G (knapsack makes them uneven), and
+    dynamic sampling's extra rounds are planned by the layer too; each generation call asks for
+    what the plan said."""
+    node = toy_node(warm, tmp_path, overrides)
+    asked: list[list[int]] = []
+    generate, plan = node.engine.generate, node.replay.plan
+    planned: list[list[int]] = []
+
+    def recording_plan(step, n, rnd=0):
+        out = plan(step, n, rnd)
+        planned.append([g for _, g in out])
+        return out
+
+    def recording(requests, group_size, sampling):
+        asked.append([group_size] * len(requests))
+        return generate(requests, group_size, sampling)
+
+    node.engine.generate, node.replay.plan = recording, recording_plan
+    if node.cfg.replay.allocate == "knapsack":  # estimates far apart, so the allocation is uneven
+        node.replay.means = lambda prompts: [0.1 if i % 2 else 0.6 for i in range(len(prompts))]
+    for _ in range(2):
+        m = node.train_step()
+    extra = node.req.extra_rollouts_per_group
+    if node.cfg.replay.allocate != "dars":  # dars adds a second stage the plan does not list
+        assert sorted(g + extra for p in planned for g in p) == sorted(g for a in asked for g in a)
+    if extra:
+        assert extra == 1 and len({g for p in planned for g in p}) > 1  # uneven G, each with its +1
+    assert m["loss"] == m["loss"]  # finite, the step trained
+    if node.cfg.algorithm.dynamic_sampling:
+        assert len(planned) >= 2 and m["gen_rounds"] >= 1
