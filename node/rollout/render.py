@@ -3,13 +3,35 @@
 Every engine and the peer path build prompts here, so a question rendered for generation, for
 re-scoring a peer's text, or for a replayed group is the same token sequence.  Engines receive
 token ids (`Request`), never text.
+
+`tasks.chat_template` (a Jinja string or a file) replaces the tokenizer's template.  It is set
+on the tokenizer itself, not only passed to `apply_chat_template`: the tokenizer hash that
+peers compare before reusing each other's tokens (node/exchange.py) then differs from a peer
+that renders with another template, and a tokenizer saved from this policy carries the
+template it was trained with.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from node.records import Prompt, Request
+
+
+def read_template(value: str | None) -> str | None:
+    """`tasks.chat_template`: the Jinja text itself, or read from the file it names."""
+    from node.plugins import looks_like_template
+
+    if not value or looks_like_template(value):
+        return value or None
+    path = Path(value).expanduser()
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(
+            f"tasks.chat_template: cannot read {path}: {getattr(e, 'strerror', None) or e}"
+        ) from None
 
 
 def end_of_turn_ids(tokenizer, model=None) -> set[int]:
@@ -37,8 +59,11 @@ class Renderer:
     system_prompt: str
     examples: list[tuple[str, str]] = field(default_factory=list)
     model: object = None  # for the generation config's EOS ids
+    chat_template: str | None = None  # Jinja text replacing the tokenizer's; None keeps it
 
     def __post_init__(self) -> None:
+        if self.chat_template is not None:
+            self.tokenizer.chat_template = self.chat_template
         self.stop_ids = end_of_turn_ids(self.tokenizer, self.model)
         im_end = _im_end(self.tokenizer)
         # the token we close a re-tokenized peer completion with
@@ -47,7 +72,9 @@ class Renderer:
     @classmethod
     def from_config(cls, tokenizer, tasks_cfg, model=None) -> Renderer:
         examples = [(e.question, e.answer) for e in tasks_cfg.examples]
-        return cls(tokenizer, tasks_cfg.system_prompt, examples, model)
+        return cls(
+            tokenizer, tasks_cfg.system_prompt, examples, model, read_template(tasks_cfg.chat_template)
+        )
 
     def ids(self, question: str) -> list[int]:
         """System message, worked examples as earlier turns, then the question."""

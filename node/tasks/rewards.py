@@ -1,5 +1,7 @@
 """Reward functions: small named functions of one completion, combined with weights from
 `tasks.rewards`.  Each sample keeps every component separately (GDPO and the metrics use them).
+`REWARDS` is the registry: the built-ins below, plus the user's functions that `build_tasks`
+registers from `tasks.reward_plugins` and entry points (node/plugins.py).
 
 The answer is what stands between the last `<answer>` and `</answer>` tags; without tags, the
 last number in the text (so that a small model's bare "12 + 7 = 19" still earns correctness
@@ -60,12 +62,35 @@ REWARDS: dict[str, Callable[[Scored], float]] = {
     "format": format_reward,
     "length": length,
 }
+BUILTIN = frozenset(REWARDS)
 
 
-def check_reward_names(weights: dict[str, float]) -> None:
-    unknown = sorted(set(weights) - set(REWARDS))
+def check_reward_names(weights: dict[str, float], plugins: dict[str, str] | None = None) -> None:
+    """Every weighted name is a built-in, a `tasks.reward_plugins` name or an installed entry
+    point (group swarmrl.rewards).  Cheap: nothing is imported (config validation calls it)."""
+    from node.plugins import installed
+
+    known = set(BUILTIN) | set(plugins or {})
+    unknown = sorted(set(weights) - known)
     if unknown:
-        raise ValueError(f"tasks.rewards: unknown reward {unknown[0]!r}; valid: {', '.join(sorted(REWARDS))}")
+        known |= set(installed("reward"))
+        unknown = sorted(set(weights) - known)
+    if unknown:
+        raise ValueError(f"tasks.rewards: unknown reward {unknown[0]!r}; valid: {', '.join(sorted(known))} "
+                         "(add your own under tasks.reward_plugins)")  # fmt: skip
+
+
+def register_rewards(weights: dict[str, float], plugins: dict[str, str]) -> None:
+    """Load the user's reward functions that `weights` names into `REWARDS` (once per process,
+    before scoring; a later config's function of the same name replaces it)."""
+    from node.plugins import load_callable
+
+    check_reward_names(weights, plugins)
+    for name in weights:
+        if name in plugins:
+            REWARDS[name] = load_callable(plugins[name], "reward", f"tasks.reward_plugins.{name}")
+        elif name not in BUILTIN:  # an installed entry point
+            REWARDS[name] = load_callable(name, "reward", f"tasks.rewards.{name}")
 
 
 def score(s: Scored, weights: dict[str, float]) -> tuple[float, dict[str, float]]:
