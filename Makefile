@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 # pip extras of `make setup`; datasets so that the hf_dataset tests run (`make setup EXTRAS=dev` skips them)
 EXTRAS ?= dev,datasets
 
-.PHONY: setup run test test-fast bench lint clean-venv
+.PHONY: setup run test test-fast bench lint config-docs clean-venv
 
 setup: $(STAMP)
 
@@ -62,6 +62,10 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check node protocol swarm tests benchmarks
+
+# docs/config.md is generated from the config models; a unit test fails when it is stale.
+config-docs: $(STAMP)
+	$(PY) -m node.config_keys > docs/config.md
 
 clean-venv:
 	rm -rf $(VENV)

@@ -17,6 +17,8 @@ EPILOG = """examples:
   swarmrl run --resume logging.run_dir=runs/default      continue where it stopped
   swarmrl eval runs/default                     held-out accuracy before and after training
   swarmrl config show --config configs/tiny.yaml
+  swarmrl run -c tiny trainer.steps=5           a preset by name (`swarmrl config presets` lists them)
+  swarmrl config keys                           every config key: type, default, description
   swarmrl plot runs/default                     write runs/default/curves.png
   swarmrl run swarm.mode=join swarm.bootstrap=/ip4/1.2.3.4/tcp/4001/p2p/12D3KooW...   join a swarm
   swarmrl lab up --nodes 3                      a private swarm of 3 nodes on this machine
@@ -27,7 +29,8 @@ EPILOG = """examples:
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--config", "-c", action="append", default=[], metavar="FILE",
-        help="YAML or TOML config; repeat to merge several (later files win). Default: built-in solo CPU config",
+        help="YAML or TOML config, or a preset name (`swarmrl config presets`); repeat to merge several "
+        "(later files win). Default: built-in solo CPU config",
     )
     p.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE",
@@ -65,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     cfg_sub = cfg.add_subparsers(dest="config_command", metavar="ACTION")
     show = cfg_sub.add_parser("show", help="print the resolved config (files + overrides + defaults)")
     _add_config_args(show)
+    cfg_sub.add_parser("presets", help="list the configs shipped with swarmrl (use one with -c NAME)")
+    keys = cfg_sub.add_parser("keys", help="every config key with its type, default and description")
+    keys.add_argument("--markdown", action="store_true", help="as docs/config.md (make config-docs)")
 
     keygen = sub.add_parser("keygen", help="create an Ed25519 node key (0600) and print its peer id", description=(
         "Generate the node's identity: an Ed25519 private key written with mode 0600. The peer id "
@@ -129,7 +135,10 @@ def cmd_run(args) -> int:
     cfg = _load(args)
     check_run_dir(cfg)
     check_identity(cfg)
-    from node.metrics import MetricsLog, Progress
+    from node.trackers import requested
+
+    trackers = requested(cfg.logging)  # a missing tracker package is warned about before the model loads
+    from node.metrics import MetricsLog, Progress, sample_rows
     from node.node import Node
     from node.status import StatusBoard
 
@@ -147,7 +156,10 @@ def cmd_run(args) -> int:
               "choose another logging.run_dir", file=sys.stderr)
         return 2
     node.run_dir.mkdir(parents=True, exist_ok=True)
-    log = MetricsLog(node.run_dir, cfg.logging.tensorboard, resume_step=node.step if args.resume else None)
+    from node.trackers import open_trackers
+
+    tracker_set = open_trackers(trackers, cfg.logging, node.run_dir, cfg.model_dump(mode="json"), args.resume)
+    log = MetricsLog(node.run_dir, resume_step=node.step if args.resume else None, trackers=tracker_set)
     progress = Progress(steps, node.step, cfg.logging.progress)
     board = StatusBoard(node.run_dir, cfg.logging.status_file, cfg.logging.metrics_port, cfg.logging.metrics_host)
     if node.sharing is not None:
@@ -160,6 +172,8 @@ def cmd_run(args) -> int:
 
     def on_step(step, metrics):
         log.write(step, metrics)
+        if cfg.logging.samples_every and step % cfg.logging.samples_every == 0:
+            log.write_samples(step, sample_rows(node.last_groups, cfg.logging.samples_rows))
         progress.update(step, metrics)
         board.update(node.status(metrics, steps))
 
@@ -195,8 +209,21 @@ def cmd_eval(args) -> int:
 
 
 def cmd_config(args) -> int:
+    if args.config_command == "presets":
+        from node.presets import list_presets, presets_dir
+
+        presets = list_presets()
+        width = max((len(p.name) for p in presets), default=0)
+        print("\n".join(f"{p.name:<{width}}  {p.summary}" for p in presets))
+        print(f"\n{len(presets)} presets in {presets_dir()}; use one with `-c NAME` (e.g. swarmrl run -c tiny)")
+        return 0
+    if args.config_command == "keys":
+        from node import config_keys
+
+        print(config_keys.markdown() if args.markdown else config_keys.text(), end="")
+        return 0
     if args.config_command != "show":
-        print("usage: swarmrl config show [--config FILE] [KEY=VALUE ...]", file=sys.stderr)
+        print("usage: swarmrl config {show,presets,keys} (see swarmrl config --help)", file=sys.stderr)
         return 2
     from node.config import dump_config
 

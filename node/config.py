@@ -230,13 +230,39 @@ class CheckpointConfig(Section):
 
 class LoggingConfig(Section):
     run_dir: str = Field("runs/default", description="metrics, resolved config and checkpoints go here")
-    tensorboard: bool = Field(True, description="also write TensorBoard events when installed")
+    trackers: list[Literal["tensorboard", "wandb", "mlflow", "trackio"]] = Field(
+        default_factory=list, description="dashboards that also get the metrics and sample tables (each an "
+        "optional package; a missing one is warned about and skipped); a list or 'wandb,mlflow'"
+    )
+    tensorboard: bool | None = Field(
+        None, description="deprecated: true = add tensorboard to `trackers`; false = leave it out"
+    )
+    project: str = Field("swarmrl", min_length=1, description="W&B / trackio project, MLflow experiment")
+    run_name: str | None = Field(None, description="run name in the trackers; None = the run dir's name")
+    wandb_mode: Literal["auto", "online", "offline"] = Field(
+        "auto", description="auto = online when api.wandb.ai answers (and W&B accepts the login), else offline"
+    )
+    mlflow_uri: str | None = Field(
+        None, description="MLflow tracking URI; None = MLFLOW_TRACKING_URI if set, else a file store in RUN_DIR/mlruns"
+    )
+    samples_every: int = Field(
+        10, ge=0, description="every N steps, write a few (prompt, completion, reward) rows to "
+        "RUN_DIR/samples.jsonl and the trackers' tables; 0 = off"
+    )
+    samples_rows: int = Field(4, ge=1, le=64, description="rows per sample table (one per prompt, round robin)")
     progress: Literal["auto", "rich", "plain"] = Field("auto", description="auto = rich on a terminal")
     status_file: bool = Field(True, description="write RUN_DIR/status.json after every step (`swarmrl status`)")
     metrics_port: int = Field(
         0, ge=0, le=65535, description="serve /metrics (Prometheus) and /status (JSON) on this port; 0 = off"
     )
     metrics_host: str = Field("127.0.0.1", description="address the metrics endpoint binds to")
+
+    @field_validator("trackers", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):  # `logging.trackers=wandb,mlflow` on the command line
+            return [t.strip() for t in value.split(",") if t.strip()]
+        return value
 
 
 class SwarmConfig(Section):
@@ -432,12 +458,17 @@ def format_errors(err: ValidationError) -> str:
 
 
 def load_config(paths: list[str | Path] | None = None, overrides: list[str] | None = None) -> Config:
-    """Merge config files in order, apply dotted overrides, validate."""
+    """Merge config files (paths, or preset names: node/presets.py) in order, apply dotted
+    overrides, validate."""
+    from node import presets
     from node.plugins import anchor_paths
 
     data: dict[str, Any] = {}
     for path in paths or []:  # a relative path in a file is relative to that file (node/plugins.py)
-        data = deep_merge(data, anchor_paths(read_file(path), Path(path).parent))
+        found = presets.resolve(path)  # the file itself, else a packaged preset: `-c solo_cpu`
+        if found is None:
+            raise ConfigError(presets.not_found(path))
+        data = deep_merge(data, anchor_paths(read_file(found), found.parent))
     for override in overrides or []:
         data = apply_override(data, override)
     try:

@@ -1,5 +1,10 @@
-"""Per-step metrics: JSONL in the run dir always, TensorBoard when installed, and a live
-progress display (rich on a terminal, plain lines otherwise)."""
+"""Per-step metrics: JSONL in the run dir always, the configured trackers (node/trackers.py:
+TensorBoard, W&B, MLflow, trackio), a table of sample completions every `logging.samples_every`
+steps, and a live progress display (rich on a terminal, plain lines otherwise).
+
+The run dir is the record: `metrics.jsonl` (one line per step) and `samples.jsonl` (one line per
+sample row) are written whatever trackers are installed, and `--resume` cuts both back to the
+restored step, so a resumed run's files read as if it had never stopped."""
 
 from __future__ import annotations
 
@@ -8,70 +13,118 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from node.trackers import TrackerSet
+
+if TYPE_CHECKING:
+    from node.records import Group
 
 METRICS_FILE = "metrics.jsonl"
+SAMPLES_FILE = "samples.jsonl"
+SAMPLE_COLUMNS = ["step", "task", "prompt", "completion", "reward", "answer"]  # the trackers' table
 
 
 class MetricsLog:
-    def __init__(self, run_dir: Path, tensorboard: bool, resume_step: int | None = None):
+    def __init__(
+        self, run_dir: Path, tensorboard: bool = False, resume_step: int | None = None,
+        trackers: TrackerSet | None = None,
+    ):  # fmt: skip
+        """`tensorboard=True` is the old switch: it opens a TensorBoard tracker (warning when the
+        package is missing); new code passes `trackers` from `node.trackers.open_trackers`."""
         self.path = run_dir / METRICS_FILE
-        if resume_step is not None and self.path.is_file():
-            self._truncate_after(resume_step)
+        self.samples_path = run_dir / SAMPLES_FILE
+        if resume_step is not None:
+            for path in (self.path, self.samples_path):
+                if path.is_file():
+                    truncate_after(path, resume_step)
         self._file = open(self.path, "a", buffering=1)
-        self._tb = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
+        self._samples = None  # opened at the first sample table
+        if trackers is None and tensorboard:
+            from node.trackers import TensorBoard, installed, warn
 
-                self._tb = SummaryWriter(str(run_dir / "tb"))
-            except ImportError:  # tensorboard is optional
-                self._tb = None
+            trackers = TrackerSet([TensorBoard(run_dir)] if installed("tensorboard") else [])
+            if not trackers.trackers:
+                warn("TensorBoard is not installed: no events written (pip install tensorboard)")
+        self.trackers = trackers or TrackerSet()
 
     def _truncate_after(self, step: int) -> None:
-        """On resume, drop lines of steps that the restored checkpoint does not contain.
-
-        Crash-safe: the kept lines go to a temporary file that is fsynced and then renamed over
-        the old one (and the directory fsynced), so a kill -9 at any moment leaves either the
-        old file or the new one, never a short one.
-        """
-        for stale in self.path.parent.glob(f".{self.path.name}.tmp-*"):  # left by a kill -9 here
-            stale.unlink(missing_ok=True)
-        old = self.path.read_bytes()
-        kept = []
-        for line in old.splitlines():
-            try:
-                if json.loads(line).get("step", 0) <= step:
-                    kept.append(line + b"\n")
-            except (ValueError, AttributeError):
-                continue  # a line torn by a crash, or not a record
-        new = b"".join(kept)
-        if new == old:
-            return
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        with open(tmp, "wb") as f:
-            f.write(new)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        truncate_after(self.path, step)
 
     def write(self, step: int, metrics: dict[str, Any]) -> None:
         record = {"step": step, "time": time.time(), **metrics}
         self._file.write(json.dumps(record) + "\n")
-        if self._tb is not None:
-            for k, v in metrics.items():
-                if isinstance(v, (int, float)):
-                    self._tb.add_scalar(k, v, step)
+        self.trackers.log(step, metrics)
+
+    def write_samples(self, step: int, rows: list[dict[str, Any]]) -> None:
+        """A table of sample completions: one JSON line per row in samples.jsonl, and one table
+        (SAMPLE_COLUMNS) to each tracker that shows tables."""
+        if not rows:
+            return
+        if self._samples is None:
+            self._samples = open(self.samples_path, "a", buffering=1)
+        for row in rows:
+            self._samples.write(json.dumps({"step": step, **row}) + "\n")
+        table = [[step if c == "step" else row.get(c) for c in SAMPLE_COLUMNS] for row in rows]
+        self.trackers.table(step, "samples", list(SAMPLE_COLUMNS), table)
 
     def close(self) -> None:
         self._file.close()
-        if self._tb is not None:
-            self._tb.close()
+        if self._samples is not None:
+            self._samples.close()
+        self.trackers.close()
+
+
+def sample_rows(groups: list[Group], n: int) -> list[dict[str, Any]]:
+    """Up to `n` completions of a step to show, round robin over its groups (one per prompt
+    first, then a second of each, ...), so a few rows cover as many prompts as they can."""
+    rows: list[dict[str, Any]] = []
+    depth = max((len(g.completions) for g in groups), default=0)
+    for i in range(depth):
+        for g in groups:
+            if len(rows) == n:
+                return rows
+            if i < len(g.completions):
+                c = g.completions[i]
+                rows.append({
+                    "task": g.prompt.task, "prompt": g.prompt.question, "completion": c.text,
+                    "reward": round(c.reward, 6), "answer": g.prompt.answer, "origin": c.origin,
+                    "components": c.reward_components,
+                })  # fmt: skip
+    return rows
+
+
+def truncate_after(path: Path, step: int) -> None:
+    """On resume, drop lines of steps that the restored checkpoint does not contain.
+
+    Crash-safe: the kept lines go to a temporary file that is fsynced and then renamed over
+    the old one (and the directory fsynced), so a kill -9 at any moment leaves either the
+    old file or the new one, never a short one.
+    """
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a kill -9 here
+        stale.unlink(missing_ok=True)
+    old = path.read_bytes()
+    kept = []
+    for line in old.splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                kept.append(line + b"\n")
+        except (ValueError, AttributeError):
+            continue  # a line torn by a crash, or not a record
+    new = b"".join(kept)
+    if new == old:
+        return
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(new)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:

@@ -109,6 +109,7 @@ class Node:
         self._stop = False
         self.sharing = None
         self.checkpoints_skipped: list[str] = []  # corrupt checkpoints resume fell back past
+        self.last_groups: list[Group] = []  # the last step's groups (the CLI's sample table reads them)
         if cfg.swarm.mode == "join":  # solo mode imports nothing of the swarm layer
             from node.admission import Admission, AdmissionConfig
             from node.replay.buffer import BufferConfig, ReplayBuffer
@@ -201,6 +202,7 @@ class Node:
         if (replayed or peer) and self.req.baseline_rewards:  # ReMax: greedy baselines for those prompts too
             baselines |= baseline_rewards(self.engine, self.renderer, replayed + peer, self.tasks, cfg)
         groups = local + replayed + peer
+        self.last_groups = groups
         ref = (
             self.trainer.ref_logprobs([c for g in groups for c in g.completions])
             if self.req.ref_logprobs
