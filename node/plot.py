@@ -20,9 +20,11 @@ PANELS: list[tuple[tuple[str, ...], str]] = [
     (("grad_norm",), "grad norm"),
     (("replay/nonzero_share",), "groups with signal"),
     (("replay/brier", "replay/brier_global"), "Brier: estimate vs global mean"),
+    (("replay/predicted", "replay/realized"), "pass rate: predicted vs realized"),
     (("replay/replay_share",), "replayed share of groups"),
 ]
-LABELS = {"replay/brier": "estimate", "replay/brier_global": "global mean"}
+LABELS = {"replay/brier": "estimate", "replay/brier_global": "global mean", "replay/predicted": "predicted",
+          "replay/realized": "realized"}  # fmt: skip
 COLUMNS = 6
 
 
