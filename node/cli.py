@@ -8,7 +8,14 @@ import sys
 import time
 from pathlib import Path
 
-from node.preflight import UsageError, check_folder, check_identity, check_port_free, check_run_dir
+from node.preflight import (
+    UsageError,
+    check_before_loading,
+    check_folder,
+    check_identity,
+    check_port_free,
+    check_run_dir,
+)
 
 EPILOG = """examples:
   swarmrl run                                   train SmolLM2-135M-Instruct solo on the default task
@@ -135,6 +142,7 @@ def cmd_run(args) -> int:
     cfg = _load(args)
     check_run_dir(cfg)
     check_identity(cfg)
+    check_before_loading(cfg)
     from node.trackers import requested
 
     trackers = requested(cfg.logging)  # a missing tracker package is warned about before the model loads
@@ -185,7 +193,10 @@ def cmd_run(args) -> int:
         progress.close()
         log.close()
     print(f"[node] step {node.step}: checkpoint in {node.ckpt_dir}, metrics in {log.path}", flush=True)
-    if args.eval:
+    if args.eval and node.step < steps:  # `run` returns early only on Ctrl-C / SIGTERM
+        print(f"[node] interrupted at step {node.step}/{steps}: skipping the evaluation "
+              f"(run `swarmrl eval {cfg.logging.run_dir}` for it)", flush=True)
+    elif args.eval:
         from node.evaluate import evaluate_target
 
         del node
@@ -204,6 +215,7 @@ def cmd_eval(args) -> int:
         from node.config import load_config
 
         cfg = load_config([Path(args.target) / "config.yaml"], args.overrides)
+    check_before_loading(cfg)
     evaluate_target(cfg, args.target, args.n or cfg.tasks.eval_size)
     return 0
 
@@ -271,20 +283,24 @@ def cmd_bootstrap(args) -> int:
 def cmd_status(args) -> int:
     import json
 
-    from node.status import format_status, read_status
+    from node.status import exit_reason, format_status, read_status
 
     try:
         status = read_status(args.target)
     except OSError as e:
         print(f"error: cannot read the status of {args.target}: {e}", file=sys.stderr)
         return 2
-    print(json.dumps(status, indent=1) if args.json else format_status(status))
+    served = args.target.startswith(("http://", "https://"))  # an answering endpoint is a live node
+    print(json.dumps(status, indent=1) if args.json else format_status(status, None if served else exit_reason(status)))
     return 0
 
 
 def cmd_lab(args) -> int:
     from node import lab
 
+    if args.lab_command is None:  # `swarmrl lab` alone: no --dir either
+        print("usage: swarmrl lab {up,down,status} [--dir DIR] (see swarmrl lab --help)", file=sys.stderr)
+        return 2
     lab_dir = Path(args.dir)
     if args.lab_command == "down":
         report = lab.down(lab_dir)
@@ -293,12 +309,9 @@ def cmd_lab(args) -> int:
     if args.lab_command == "status":
         print(lab.table(lab.rows(lab_dir)))
         return 0
-    if args.lab_command != "up":
-        print("usage: swarmrl lab {up,down,status} (see swarmrl lab --help)", file=sys.stderr)
-        return 2
     from node.config import load_config
 
-    load_config(args.config, args.overrides)  # a typo fails here, not in N processes
+    check_before_loading(load_config(args.config, args.overrides))  # a typo fails here, not in N processes
     try:
         state = lab.up(lab_dir, args.nodes, args.config, args.overrides, args.backend)
     except lab.LabError as e:

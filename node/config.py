@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -60,10 +61,18 @@ class ModelConfig(Section):
     cache_dir: str = Field("~/.cache/swarmrl", description="converted models and tokenizers are cached here")
     gradient_checkpointing: bool = Field(False, description="trade compute for activation memory")
     threads: int = Field(
-        0, ge=0, description="CPU threads for torch; 0 = torch's default. On a busy machine 1 avoids "
-        "OpenMP threads waiting on each other (measured 6x faster generation under load on 2 cores)"
+        0, ge=0, description="CPU threads for torch; 0 = the cores other work leaves free at start "
+        "(cores minus the load average, at least 1): on a busy machine extra OpenMP threads wait on "
+        "each other (2 threads: tiny steps 7x, SmolLM2 steps 3x slower than 1 under load on 2 cores)"
     )
     tiny: TinyModelConfig = Field(default_factory=TinyModelConfig)
+
+    @field_validator("device")
+    @classmethod
+    def _device_exists_here(cls, v: str) -> str:
+        if v == "mps" and sys.platform != "darwin":  # torch would fail later, with a traceback
+            raise ValueError(f"mps (Apple GPUs) needs macOS; this is {sys.platform}: use auto, cpu or cuda")
+        return v
 
 
 class FieldMap(Section):

@@ -13,14 +13,18 @@ then starts a bootstrap node and N `swarmrl run` processes (each in its own sess
 Ctrl-C in the terminal reaches only `up`), and shows a live table of the nodes until they
 finish or Ctrl-C, which stops the lab like `down`.  `down` stops exactly the processes in
 lab.json: SIGINT first (a node finishes its step and saves), SIGKILL to the process group
-after a grace period.  A recorded PID is only signalled while the process's start time still
-matches, so a PID reused by another program is never touched.
+after a grace period.  A recorded PID is only signalled while the process's start time
+(psutil's create time, Linux and macOS) still matches, so a PID reused by another program is
+never touched.  A node that ended on its own shows how (`exit 1`, `killed by SIGKILL`; the code
+is known when this process reaped it, not for a detached lab's nodes) and, unless it exited
+cleanly, the last error line of its log under the table.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -29,38 +33,38 @@ import time
 from pathlib import Path
 from typing import Any
 
+from node import procs
 from node.procs import signal_group
 from node.status import STATUS_FILE
 from protocol.identity import generate_key_file
 
 STATE = "lab.json"
+# "ValueError: ...", "node.policy.PolicyLoadError: ...", "error: ...", "Killed", "Segmentation fault"
+ERROR_LINE = re.compile(
+    r"^([\w.]*(Error|Exception|Interrupt|Exit)\b.*|error: .*|Killed.*|Segmentation fault.*)$"
+)
 
 
 class LabError(RuntimeError):
     pass
 
 
-def start_time(pid: int) -> str | None:
-    """Kernel start time of `pid` (Linux /proc), "" where unknown, None if it is not running."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return ""
-    if fields[0] in ("Z", "X"):  # exited, not yet reaped (a child of `lab up`)
+def start_time(pid: int) -> float | None:
+    """Start time of `pid` (psutil's create time; 0.0 where unknown), None if it is not running.
+    An exited child of this process (a zombie until reaped) is reaped here, its status kept."""
+    now = procs.start_time(pid)
+    if now is None:
         _reap(pid)
-        return None
-    return fields[19]
+    return now
 
 
 def alive(proc: dict[str, Any]) -> bool:
-    now = start_time(proc["pid"])
-    return now is not None and (now == proc["started"] or "" in (now, proc["started"]))
+    now, then = start_time(proc["pid"]), proc["started"]
+    if now is None:
+        return False
+    if not isinstance(then, (int, float)) or not now or not then:  # unknown, or lab.json of an older version
+        return True
+    return abs(now - then) < 0.5  # else the PID now belongs to another program
 
 
 def read_state(lab_dir: Path) -> dict[str, Any] | None:
@@ -79,12 +83,21 @@ def write_state(lab_dir: Path, state: dict[str, Any]) -> None:
     tmp.replace(lab_dir / STATE)
 
 
-def _spawn(name: str, argv: list[str], lab_dir: Path, state: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+def _spawn(
+    name: str, argv: list[str], lab_dir: Path, state: dict[str, Any], env: dict[str, str]
+) -> dict[str, Any]:
     log_path = lab_dir / "logs" / f"{name}.log"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, env=env)  # fmt: skip
-    entry = {"name": name, "pid": proc.pid, "started": start_time(proc.pid) or "", "argv": argv, "log": str(log_path)}
+    _CHILDREN[proc.pid] = proc  # kept: a dropped Popen is reaped by subprocess, its exit code lost
+    entry = {
+        "name": name,
+        "pid": proc.pid,
+        "started": start_time(proc.pid) or 0.0,
+        "argv": argv,
+        "log": str(log_path),
+    }
     state["processes"].append(entry)
     write_state(lab_dir, state)  # recorded at once: a failure later still lets `down` find it
     return entry
@@ -111,7 +124,9 @@ def up(
     lab_dir.mkdir(parents=True, exist_ok=True)
     old = read_state(lab_dir)
     if old and any(alive(p) for p in old["processes"]):
-        raise LabError(f"a lab is already running in {lab_dir}; stop it with `swarmrl lab down --dir {lab_dir}`")
+        raise LabError(
+            f"a lab is already running in {lab_dir}; stop it with `swarmrl lab down --dir {lab_dir}`"
+        )
     (lab_dir / "logs").mkdir(exist_ok=True)
     keys = lab_dir / "keys"
     keys.mkdir(exist_ok=True)
@@ -125,7 +140,12 @@ def up(
         + "".join(f"{peer_ids[n]}  # {n}\n" for n in names)
     )
     swarm_id = old["swarm_id"] if old else f"lab-{secrets.token_hex(4)}"
-    state: dict[str, Any] = {"swarm_id": swarm_id, "backend": backend, "created": time.time(), "processes": []}
+    state: dict[str, Any] = {
+        "swarm_id": swarm_id,
+        "backend": backend,
+        "created": time.time(),
+        "processes": [],
+    }
     write_state(lab_dir, state)
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"), PYTHONUNBUFFERED="1")
     addr_file = lab_dir / "bootstrap.addr"
@@ -139,7 +159,9 @@ def up(
     while not addr_file.is_file():
         if not alive(boot) or time.monotonic() > deadline:
             down(lab_dir, grace=5)
-            raise LabError(f"the bootstrap node did not come up; its log ({boot['log']}):\n{_tail(boot['log'])}")
+            raise LabError(
+                f"the bootstrap node did not come up; its log ({boot['log']}):\n{_tail(boot['log'])}"
+            )
         time.sleep(0.2)
     address = addr_file.read_text().split()[0]
     files = [a for f in config_files for a in ("--config", f)]
@@ -186,11 +208,44 @@ def down(lab_dir: Path, grace: float = 30.0) -> list[str]:
     return report
 
 
+_CHILDREN: dict[int, subprocess.Popen] = {}  # processes this process started
+_EXITS: dict[int, int] = {}  # pid -> exit code (negative: killed by that signal) of children reaped here
+
+
 def _reap(pid: int) -> None:
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        if child.poll() is not None:
+            _EXITS[pid] = child.returncode
+        return
     try:
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
+    except ChildProcessError:  # not our child (a detached lab's): init reaps it
         pass
+
+
+def last_error(log: str, or_last_line: bool = False) -> str | None:
+    """The line of a log that says why the process failed: the last exception or `error:` line
+    (else, with `or_last_line`, its last line)."""
+    lines = [line.strip() for line in _tail(log, 60).splitlines() if line.strip()]
+    for line in reversed(lines):
+        if ERROR_LINE.match(line):
+            return line
+    return lines[-1] if lines and or_last_line else None
+
+
+def how_it_ended(proc: dict[str, Any]) -> str:
+    """How a process ended: `exit 1`, `killed by SIGKILL`, or `exited` where the code is
+    unknown (a detached lab's nodes are reaped by init, not by us)."""
+    code = proc.get("exit")
+    if code is None:
+        return "exited"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit {code}"
 
 
 def rows(lab_dir: Path) -> list[dict[str, Any]]:
@@ -206,6 +261,12 @@ def rows(lab_dir: Path) -> list[dict[str, Any]]:
         except (OSError, json.JSONDecodeError):
             statuses[p["name"]] = {}
     ids = {n: (s.get("swarm") or {}).get("peer_id") for n, s in statuses.items()}
+    running = {p["name"]: alive(p) for p in state["processes"]}
+    recorded = [p for p in state["processes"] if p["pid"] in _EXITS and "exit" not in p]
+    for p in recorded:
+        p["exit"] = _EXITS[p["pid"]]
+    if recorded:  # kept, so a later `lab status` still says how they ended
+        write_state(lab_dir, state)
     for p in state["processes"]:
         if p["name"] == "bootstrap":
             continue
@@ -213,8 +274,12 @@ def rows(lab_dir: Path) -> list[dict[str, Any]]:
         sw = s.get("swarm") or {}
         given = [(o.get("swarm") or {}).get("peer_scores", {}).get(ids[p["name"]]) for o in statuses.values()]
         given = [g for g in given if g is not None]
+        code = p.get("exit")  # None where unknown: then only an error line in the log tells
+        failed = not running[p["name"]] and code != 0
         out.append({
-            "node": p["name"], "pid": p["pid"], "running": alive(p), "step": s.get("step"),
+            "node": p["name"], "pid": p["pid"], "running": running[p["name"]],
+            "ended": None if running[p["name"]] else how_it_ended(p),
+            "error": last_error(p["log"], or_last_line=code is not None) if failed else None, "log": p["log"], "step": s.get("step"),
             "steps": s.get("steps"), "reward": s.get("reward_local"), "peers": sw.get("peers"),
             "sent": sw.get("published"), "received": sw.get("received"), "admitted": sw.get("admitted"),
             "used": sw.get("used"), "score": sum(given) / len(given) if given else None,
@@ -224,14 +289,30 @@ def rows(lab_dir: Path) -> list[dict[str, Any]]:
 
 def table(node_rows: list[dict[str, Any]]) -> str:
     """`rows()` as aligned text."""
-    cols = ["node", "pid", "state", "step", "reward", "peers", "sent", "received", "admitted", "used", "score"]
+    cols = [
+        "node",
+        "pid",
+        "state",
+        "step",
+        "reward",
+        "peers",
+        "sent",
+        "received",
+        "admitted",
+        "used",
+        "score",
+    ]
     lines = [cols]
     for r in node_rows:
+
         def f(v: Any, spec: str = "") -> str:
             return "-" if v is None else format(v, spec)
 
-        lines.append([r["node"], str(r["pid"]), "running" if r["running"] else "exited",
+        lines.append([r["node"], str(r["pid"]), "running" if r["running"] else r.get("ended") or "exited",
                       f"{f(r['step'])}/{f(r['steps'])}", f(r["reward"], ".3f"), f(r["peers"]), f(r["sent"]),
                       f(r["received"]), f(r["admitted"]), f(r["used"]), f(r["score"], ".1f")])  # fmt: skip
     widths = [max(len(line[i]) for line in lines) for i in range(len(cols))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in lines)
+    text = "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in lines)
+    errors = [f"{r['node']} {r.get('ended') or 'exited'}: {r['error']}  (log: {r['log']})"
+              for r in node_rows if r.get("error")]  # fmt: skip
+    return "\n".join([text, *errors])

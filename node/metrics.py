@@ -146,46 +146,79 @@ def _fmt(metrics: dict[str, Any], key: str, spec: str = ".3f") -> str:
 
 
 class Progress:
-    """Live view of training: step, reward, tokens/s and ETA."""
+    """Live view of training: step, reward, tokens/s and ETA.
 
-    def __init__(self, total: int, start: int, mode: str):
+    On a terminal the line is fitted to its width: the step count and the ETA always show;
+    the other fields go in priority order (reward, bar, correctness, elapsed, tokens/s) while
+    they fit, so an 80-column terminal never crops the step count or the ETA away.
+    """
+
+    BAR = 40  # widest progress bar; narrower or none when the terminal is short of room
+
+    def __init__(self, total: int, start: int, mode: str, console=None):
         self.total = total
         self.start = start
         self.rich = mode == "rich" or (mode == "auto" and sys.stdout.isatty())
         self.t0 = time.time()
         self._progress = None
         if self.rich:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
             from rich.progress import Progress as RichProgress
+            from rich.text import Text
 
+            class _Bar(BarColumn):  # a bar of width 0 draws nothing (rich draws at least one cell)
+                def render(self, task):  # noqa: ANN001, ANN202 (rich's signature)
+                    return Text("") if self.bar_width == 0 else super().render(task)
+
+            self._bar = _Bar(bar_width=self.BAR)
             self._progress = RichProgress(
                 TextColumn("[bold]step"),
                 MofNCompleteColumn(),
-                BarColumn(),
+                self._bar,
                 TextColumn("{task.fields[info]}"),
-                TimeElapsedColumn(),
                 TextColumn("eta"),
                 TimeRemainingColumn(),
+                console=console,
             )
             self._task = self._progress.add_task("train", total=total, completed=start, info="starting")
             self._progress.start()
 
+    def _fit(self, fields: list[tuple[str, str]], width: int) -> str:
+        """The info text for a terminal `width` wide; sets the bar's width as a side effect.
+
+        `fields` are (name, text) in priority order; "bar" stands for the progress bar."""
+        digits = len(str(self.total))
+        # "step" + " N/M" + " eta" + " H:MM:SS" (room for 99 hours) + one spare column
+        room = 4 + 1 + (2 * digits + 1) + 1 + 3 + 1 + 8 + 1
+        left = width - room
+        kept, bar = [], 0
+        for name, text in fields:
+            if name == "bar":  # 10 cells at its turn, widened with what is left at the end
+                bar = 10 if left >= 11 else 0
+                left -= bar + 1 if bar else 0
+            elif len(text) + 2 <= left:  # two spaces between fields (or one and a column gap)
+                kept.append((name, text))
+                left -= len(text) + 2
+        self._bar.bar_width = bar + min(self.BAR - bar, left) if bar else 0
+        return "  ".join(text for _, text in kept)
+
     def update(self, step: int, metrics: dict[str, Any]) -> None:
-        info = (
-            f"reward {_fmt(metrics, 'reward_mean')}  correct {_fmt(metrics, 'reward/correctness')}  "
-            f"gen {_fmt(metrics, 'gen_tokens_per_s', '.0f')} tok/s  train {_fmt(metrics, 'train_tokens_per_s', '.0f')} tok/s"
-        )
+        elapsed = time.time() - self.t0
+        fields = [
+            ("reward", f"reward {_fmt(metrics, 'reward_mean')}"),
+            ("bar", ""),
+            ("correct", f"correct {_fmt(metrics, 'reward/correctness')}"),
+            ("elapsed", f"elapsed {int(elapsed) // 3600}:{int(elapsed) % 3600 // 60:02d}:{int(elapsed) % 60:02d}"),
+            ("gen", f"gen {_fmt(metrics, 'gen_tokens_per_s', '.0f')} tok/s"),
+            ("train", f"train {_fmt(metrics, 'train_tokens_per_s', '.0f')} tok/s"),
+        ]
         if self._progress is not None:
+            info = self._fit(fields, self._progress.console.width)
             self._progress.update(self._task, completed=step, info=info)
             return
         done = step - self.start
-        eta = (time.time() - self.t0) / max(done, 1) * (self.total - step)
+        eta = elapsed / max(done, 1) * (self.total - step)
+        info = "  ".join(text for name, text in fields if name not in ("bar", "elapsed"))
         print(f"step {step}/{self.total}  {info}  eta {eta:.0f}s", flush=True)
 
     def message(self, text: str) -> None:

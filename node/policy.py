@@ -133,6 +133,11 @@ def resolve_source(cfg: ModelConfig) -> str:
         return str(path)
     if cfg.name.startswith((".", "/", "~")):
         raise PolicyLoadError(f"model.name={cfg.name}: no such folder")
+    from node.preflight import model_problem
+
+    problem = model_problem(cfg.name)  # not cached and offline: fail now, not after a minute of retries
+    if problem:
+        raise PolicyLoadError(problem)
     return cfg.name
 
 
@@ -155,8 +160,12 @@ def load_policy(cfg: ModelConfig, for_training: bool = True) -> Policy:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # the node's own progress display is the one to watch
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    from node.preflight import auto_threads
+
+    threads, why = (cfg.threads, "model.threads") if cfg.threads else auto_threads()
+    if not cfg.threads and threads < torch.get_num_threads():
+        print(f"[policy] {threads} torch thread(s): {why} (model.threads=0 picks the free cores)", flush=True)
+    torch.set_num_threads(threads)
     device = pick_device(cfg.device)
     dtype = pick_dtype(cfg.dtype, device)
     source = resolve_source(cfg)

@@ -2,11 +2,14 @@
 
 Each check raises `UsageError` whose message starts with the setting's name (`logging.run_dir:
 ... is a file`), which the CLI prints as `error: ...` with exit code 2.  Nothing here imports
-torch, so a bad setting is reported instantly.
+torch, so a bad setting is reported instantly: `check_before_loading` finds a model name that
+is neither built in, a folder, nor a cached or reachable hub id, and a task file that is not
+there, in well under a second instead of after 5-19 s of loading.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -61,3 +64,96 @@ def check_port_free(host: str, port: int) -> None:
             s.bind((host, port))
         except OSError as e:
             raise UsageError(f"--port: cannot listen on {host}:{port}: {e.strerror or e}") from None
+
+
+def hub_offline() -> bool:
+    """Whether the Hugging Face libraries are told to stay offline."""
+    return any(
+        os.environ.get(k, "").lower() in ("1", "true", "yes", "on")
+        for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """One TCP connection to the hub's host (HF_ENDPOINT or huggingface.co), to learn in a
+    few seconds what huggingface_hub would learn after about a minute of retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    try:
+        with socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def model_problem(name: str) -> str | None:
+    """What is wrong with `model.name`, found without loading anything: a built-in name, a
+    folder with a config.json, or a hub id that is cached or can be downloaded now."""
+    from node.config import PACKAGED_SMOLLM2
+
+    if name in (PACKAGED_SMOLLM2, "tiny"):
+        return None
+    path = Path(name).expanduser()
+    if path.exists():
+        return None if (path / "config.json").is_file() else (
+            f"model.name={name}: folder has no config.json; not a Hugging Face model")  # fmt: skip
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        return f"model.name={name}: no such folder"
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        if isinstance(try_to_load_from_cache(name, "config.json"), str):
+            return None  # in the Hugging Face cache: loads offline
+    except HFValidationError:
+        return f"model.name={name}: no such folder, and not a valid Hugging Face hub id"
+    use = f"Use '{PACKAGED_SMOLLM2}', 'tiny', a local folder, or a hub id already in the HF cache"
+    if hub_offline():
+        return (f"model.name={name}: no such folder and not in the Hugging Face cache, and HF_HUB_OFFLINE=1 "
+                f"is set, so it cannot be downloaded. {use}")  # fmt: skip
+    if not hub_reachable():
+        return (f"model.name={name}: no such folder and not in the Hugging Face cache, and the hub cannot "
+                f"be reached from here (offline?). {use}, or go online. (Set HF_HUB_OFFLINE=1 on an "
+                "offline machine.)")  # fmt: skip
+    return None
+
+
+def check_model(cfg) -> None:
+    problem = model_problem(cfg.model.name)
+    if problem:
+        raise UsageError(problem)
+
+
+def check_task_sources(cfg) -> None:
+    """Files and folders named by task sources exist (paths are anchored when the config loads)."""
+    for i, source in enumerate(cfg.tasks.sources):
+        path = getattr(source, "path", None)
+        if path and not Path(path).expanduser().exists():
+            raise UsageError(
+                f"tasks.sources.{i}.path: no such file or folder: {path} (source {source.name!r})"
+            )
+
+
+def check_before_loading(cfg) -> None:
+    """Everything about a run that can be checked in well under a second, before the model loads."""
+    check_model(cfg)
+    check_task_sources(cfg)
+
+
+def auto_threads() -> tuple[int, str]:
+    """`model.threads=0`: the cores that other work leaves free when the node starts (cores
+    minus the 1-minute load average, at least 1), and why, in words.
+
+    Measured (docs/benchmarks.md, "Thread default"): on a busy 2-core machine torch's own
+    default of one thread per core made tiny steps 7x and SmolLM2 steps 3x slower than one
+    thread, since OpenMP threads wait for each other when the scheduler cannot run them together."""
+    import psutil
+
+    cores = psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # no load average (Windows): torch's default
+        return cores, f"{cores} cores"
+    return max(1, min(cores, int(cores - load + 0.5))), f"{cores} cores, load average {load:.1f}"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
+import time
 import urllib.request
 
 import pytest
@@ -95,3 +97,47 @@ def test_format_shows_the_replay_section(tmp_path, capsys):
     board.update({**STATUS, "replay": REPLAY})
     assert main(["status", str(tmp_path)]) == 0
     assert "known prompts 412" in capsys.readouterr().out
+
+
+def _exited_pid() -> int:
+    """The PID of a process that has come and gone (reaped)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_status_of_an_exited_node_says_so_and_shows_no_live_swarm(tmp_path, capsys):
+    record = {**STATUS, "pid": _exited_pid(), "updated_at": time.time() - 300}
+    (tmp_path / "status.json").write_text(json.dumps(record))
+    assert main(["status", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "NOT RUNNING" in out and f"pid {record['pid']} has exited" in out and "5 min ago" in out
+    assert "stopped or crashed at step 7/10" in out
+    assert "connected" not in out and "peers 3" not in out and "swarm: left" in out
+    # --json stays the raw record
+    assert main(["status", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == record
+
+
+def test_a_reused_pid_is_not_taken_for_the_node(tmp_path):
+    from node.status import exit_reason
+
+    board = StatusBoard(tmp_path)
+    board.update({**STATUS, "pid": os.getpid()})
+    mine = read_status(str(tmp_path))
+    assert mine["started"] and exit_reason(mine) is None  # this very process: running
+    reused = {**mine, "started": mine["started"] - 3600}  # same number, process started at another time
+    assert "another process" in exit_reason(reused)
+    elsewhere = {**mine, "host": "some-other-host", "updated_at": 0.0}
+    assert "no update from host some-other-host" in exit_reason(elsewhere)
+    assert exit_reason({**elsewhere, "updated_at": time.time()}) is None  # recent: may well be running
+
+
+def test_prometheus_label_values_are_escaped():
+    """A reason or peer label with a quote, backslash or newline cannot break the exposition."""
+    odd = {**STATUS, "swarm": {**STATUS["swarm"], "rejections": {'bad "sig"\\\n': 2}}}
+    text = prometheus_text(odd)
+    assert 'swarmrl_swarm_rejections_total{reason="bad \\"sig\\"\\\\\\n"} 2.0' in text.splitlines()
