@@ -23,6 +23,12 @@ One that is *incompatible* (another model, another format) is not skipped: an ol
 the same run would be incompatible too, and training on from step 0 would hide the mistake.
 If none is good the error names every file and why.
 
+LoRA: for a policy with adapters (node/lora.py) the weights file holds only the trainable
+adapter tensors, and `state.json` records the adapters' shape (`lora`) and a fingerprint of the
+frozen base; loading refuses a checkpoint whose adapters or base do not match this model
+(`IncompatibleCheckpoint`), and a full checkpoint into a LoRA model or the reverse.  Every
+checkpoint also records the weights' `dtype`, which `swarmrl export` keeps by default.
+
 Deleting is crash-safe too: a directory is first renamed to `.del-step_...` (atomic) and only
 then removed, so a kill -9 mid-delete never leaves a half-deleted `step_...` that still holds
 its manifest; leftovers are removed by the next save.
@@ -43,6 +49,8 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from node import lora
 
 FORMAT_VERSION = 1
 PREFIX = "step_"
@@ -87,12 +95,17 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _unique_state(model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """State dict without tied duplicates, plus alias -> saved name for the tied ones."""
+def _unique_state(
+    model: torch.nn.Module, only: set[str] | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """State dict (restricted to the names in `only`) without tied duplicates, plus alias ->
+    saved name for the tied ones."""
     tensors: dict[str, torch.Tensor] = {}
     aliases: dict[str, str] = {}
     by_ptr: dict[tuple[int, tuple[int, ...]], str] = {}
     for name, t in model.state_dict().items():
+        if only is not None and name not in only:
+            continue
         key = (t.data_ptr(), tuple(t.shape))
         if key in by_ptr:
             aliases[name] = by_ptr[key]
@@ -174,7 +187,8 @@ def save(
     tmp = ckpt_dir / f".tmp-{PREFIX}{step:08d}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    tensors, aliases = _unique_state(model)
+    adapters = lora.describe(model)  # None: a full model, every weight is saved
+    tensors, aliases = _unique_state(model, lora.trainable_names(model) if adapters else None)
     save_file(tensors, str(tmp / "model.safetensors"))
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(rng_state(), tmp / "rng.pt")
@@ -187,6 +201,9 @@ def save(
         "model_name": model_name,
         "aliases": aliases,
         "created": time.time(),
+        "dtype": str(weights_dtype(model)).removeprefix("torch."),
+        "lora": adapters,
+        "base_fingerprint": lora.base_fingerprint(model) if adapters else None,
     }
     (tmp / "state.json").write_text(json.dumps(state, indent=1))
     (tmp / "config.yaml").write_text(config_yaml)
@@ -282,6 +299,18 @@ def load(
     except Exception as e:  # a checksummed file that still fails to parse: refuse it
         raise CheckpointError(f"{path}: cannot read ({type(e).__name__}: {e})") from None
     expected = model.state_dict()
+    adapters = lora.describe(model)
+    if state.get("lora") != adapters:
+        raise IncompatibleCheckpoint(_lora_mismatch(path, state.get("lora"), adapters))
+    if adapters is not None:
+        trainable = lora.trainable_names(model)
+        expected = {k: v for k, v in expected.items() if k in trainable}
+        saved_fp, here_fp = state.get("base_fingerprint") or [], lora.base_fingerprint(model)
+        if not lora.same_base(saved_fp, here_fp):
+            raise IncompatibleCheckpoint(
+                f"{path}: its LoRA adapters were trained on another base model than this {model_name or 'one'} "
+                f"(base fingerprint {lora.fingerprint_digest(saved_fp)} != {lora.fingerprint_digest(here_fp)})"
+            )
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     bad_shape = [k for k in expected if k in tensors and tensors[k].shape != expected[k].shape]
@@ -297,13 +326,56 @@ def load(
                 f"{path}: optimizer state has param groups {groups}, this model differs"
             )
     with torch.no_grad():
-        model.load_state_dict(tensors, strict=True)
+        model.load_state_dict(tensors, strict=adapters is None)  # adapters: the base stays as loaded
     if opt_state is not None and optimizer is not None:
         optimizer.load_state_dict(opt_state)
         set_rng_state(rng)
     return Restored(
         step=int(state["step"]), policy_version=int(state["policy_version"]), path=path, components=components
     )
+
+
+def weights_dtype(model: torch.nn.Module) -> torch.dtype:
+    """The dtype of the (base) weights: the first floating-point tensor that does not train,
+    or, for a fully trained model, the first one."""
+    trainable = lora.trainable_names(model) if lora.is_lora(model) else set()
+    floats = [(n, t) for n, t in model.state_dict().items() if t.is_floating_point()]
+    return next(
+        (t.dtype for n, t in floats if n not in trainable), floats[0][1].dtype if floats else torch.float32
+    )
+
+
+def _lora_mismatch(path: Path, saved: dict | None, here: dict | None) -> str:
+    def name(info: dict | None) -> str:
+        if info is None:
+            return "full fine-tuning (model.lora.enabled=false)"
+        return f"LoRA r={info['r']} alpha={info['alpha']:g} on {', '.join(info['target_modules'])}"
+
+    return (
+        f"{path}: incompatible, it was trained with {name(saved)} but this model is set up for {name(here)}"
+    )
+
+
+def newest_verified(ckpt_dir: Path) -> tuple[Path, list[tuple[Path, str]]]:
+    """The newest checkpoint whose files all verify, and the newer ones that did not (with why),
+    without loading a model or renaming anything: for readers of a run that may still be going
+    (`swarmrl export`).  Raises `CheckpointError` when there is none or none is good."""
+    ckpt_dir = Path(ckpt_dir)
+    candidates = _step_dirs(ckpt_dir)
+    if not candidates:
+        raise CheckpointError(f"no checkpoint in {ckpt_dir} (expected {ckpt_dir}/{PREFIX}XXXXXXXX)")
+    skipped: list[tuple[Path, str]] = []
+    for path in reversed(candidates):
+        try:
+            verify(path)
+        except IncompatibleCheckpoint:
+            raise
+        except CheckpointError as e:
+            skipped.append((path, str(e)))
+            continue
+        return path, skipped
+    faults = "\n".join(f"  {p}: {why}" for p, why in skipped)
+    raise CheckpointError(f"no good checkpoint in {ckpt_dir}; every one is corrupt:\n{faults}")
 
 
 def _load_components(path: Path) -> dict[str, dict[str, Any]]:

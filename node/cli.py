@@ -27,6 +27,7 @@ EPILOG = """examples:
   swarmrl run -c tiny trainer.steps=5           a preset by name (`swarmrl config presets` lists them)
   swarmrl config keys                           every config key: type, default, description
   swarmrl plot runs/default                     write runs/default/curves.png
+  swarmrl export runs/default out/model         a folder AutoModelForCausalLM.from_pretrained loads
   swarmrl run swarm.mode=join swarm.bootstrap=/ip4/1.2.3.4/tcp/4001/p2p/12D3KooW...   join a swarm
   swarmrl lab up --nodes 3                      a private swarm of 3 nodes on this machine
   swarmrl status runs/default                   step, reward, peers and rejections of a running node
@@ -126,6 +127,24 @@ def build_parser() -> argparse.ArgumentParser:
     plot = sub.add_parser("plot", help="write a PNG of the reward and other curves of a run")
     plot.add_argument("run_dir", help="run directory holding metrics.jsonl")
     plot.add_argument("--out", help="output PNG (default RUN_DIR/curves.png)")
+
+    exp = sub.add_parser("export", help="write a run's checkpoint as a Hugging Face model folder", description=(
+        "Write the newest good checkpoint of RUN_DIR (or --checkpoint) to OUT as a folder that "
+        "AutoModelForCausalLM.from_pretrained and AutoTokenizer.from_pretrained load as-is. A LoRA run is "
+        "merged into full weights (--merge, the default) or kept as a peft adapter (--adapter)."))
+    exp.add_argument("run_dir", help="run directory (logging.run_dir), or one checkpoint directory")
+    exp.add_argument("out", help="output folder (must not exist or be empty, unless --force)")
+    exp.add_argument("--checkpoint", help="export this checkpoint directory instead of the newest good one")
+    exp_mode = exp.add_mutually_exclusive_group()
+    exp_mode.add_argument("--merge", dest="mode", action="store_const", const="merge", default="merge",
+                          help="LoRA: merge the adapters into the weights (default)")
+    exp_mode.add_argument("--adapter", dest="mode", action="store_const", const="adapter",
+                          help="LoRA: write only the peft adapter (adapter_config.json + adapter_model.safetensors)")
+    exp.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                     help="weights dtype (default: the dtype the run trained in)")
+    exp.add_argument("--push-to-hub", metavar="REPO", help="then upload OUT to this Hugging Face repo (needs a token)")
+    exp.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
+    exp.add_argument("--force", action="store_true", help="replace OUT if it exists")
     return parser
 
 
@@ -253,6 +272,24 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from node.export import ExportError, export
+
+    try:
+        done = export(args.run_dir, args.out, args.checkpoint, args.mode, args.dtype, args.push_to_hub,
+                      args.private, args.force)  # fmt: skip
+    except ExportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for path, why in done.skipped:
+        print(f"warning: skipped corrupt checkpoint {path}: {why}", file=sys.stderr)
+    what = "peft adapter" if done.mode == "adapter" else f"model ({done.dtype})"
+    print(f"wrote {args.out}: {what} from {done.checkpoint} (step {done.step})")
+    if done.url:
+        print(f"pushed to {done.url}")
+    return 0
+
+
 def cmd_bootstrap(args) -> int:
     import logging
 
@@ -369,6 +406,7 @@ def cmd_keygen(args) -> int:
 
 COMMANDS = {"run": cmd_run, "eval": cmd_eval, "config": cmd_config, "plot": cmd_plot, "keygen": cmd_keygen,
             "bootstrap": cmd_bootstrap, "status": cmd_status, "lab": cmd_lab}
+COMMANDS["export"] = cmd_export
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,6 +46,23 @@ class TinyModelConfig(Section):
     init_seed: int = Field(0, description="seed of the random initial weights")
 
 
+class LoraConfig(Section):
+    """LoRA adapters (peft) instead of full fine-tuning: only the adapters train, checkpoints
+    hold only them, and the KL reference is the base with adapters off (see node/lora.py)."""
+
+    enabled: bool = Field(False, description="train LoRA adapters instead of every weight (needs peft)")
+    r: int = Field(16, ge=1, description="adapter rank")
+    alpha: float = Field(32.0, gt=0, description="scale numerator: the update is (alpha / r) * B A")
+    dropout: float = Field(
+        0.0, ge=0, lt=1, description="dropout on the adapter input; > 0 makes the proximal log-probs "
+        "(taken in train mode) noisy, so ratios leave 1 even on-policy"
+    )
+    target_modules: str | list[str] = Field(
+        "all-linear", description="module names to adapt (e.g. [q_proj, v_proj]); all-linear = every "
+        "linear layer but the LM head"
+    )
+
+
 class ModelConfig(Section):
     """The local policy."""
 
@@ -66,6 +83,7 @@ class ModelConfig(Section):
         "each other (2 threads: tiny steps 7x, SmolLM2 steps 3x slower than 1 under load on 2 cores)"
     )
     tiny: TinyModelConfig = Field(default_factory=TinyModelConfig)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
 
     @field_validator("device")
     @classmethod

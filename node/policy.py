@@ -8,6 +8,8 @@ Sources, in the order `model.name` is tried:
 - a hub id, loaded through the normal Hugging Face cache.  Offline and not cached, this fails
   with a `PolicyLoadError` that says so; nothing is downloaded behind the user's back when
   `HF_HUB_OFFLINE=1`.
+
+With `model.lora.enabled` the loaded model is wrapped with fresh LoRA adapters (node/lora.py).
 """
 
 from __future__ import annotations
@@ -129,7 +131,9 @@ def resolve_source(cfg: ModelConfig) -> str:
     path = Path(cfg.name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
-            raise PolicyLoadError(f"model.name={cfg.name}: folder has no config.json; not a Hugging Face model")
+            raise PolicyLoadError(
+                f"model.name={cfg.name}: folder has no config.json; not a Hugging Face model"
+            )
         return str(path)
     if cfg.name.startswith((".", "/", "~")):
         raise PolicyLoadError(f"model.name={cfg.name}: no such folder")
@@ -166,6 +170,13 @@ def load_policy(cfg: ModelConfig, for_training: bool = True) -> Policy:
     if not cfg.threads and threads < torch.get_num_threads():
         print(f"[policy] {threads} torch thread(s): {why} (model.threads=0 picks the free cores)", flush=True)
     torch.set_num_threads(threads)
+    if cfg.lora.enabled:  # before the weights load, not after
+        from node.lora import LoraUnavailable, require_peft
+
+        try:
+            require_peft()
+        except LoraUnavailable as e:
+            raise PolicyLoadError(str(e)) from None
     device = pick_device(cfg.device)
     dtype = pick_dtype(cfg.dtype, device)
     source = resolve_source(cfg)
@@ -183,14 +194,27 @@ def load_policy(cfg: ModelConfig, for_training: bool = True) -> Policy:
     if for_training and cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
+        if cfg.lora.enabled:  # a frozen base gives checkpointed blocks no input that needs a grad
+            model.enable_input_require_grads()
+    if cfg.lora.enabled:
+        from node import lora
+
+        model = lora.apply_lora(model, cfg.lora)
+        if for_training:
+            print(f"[policy] {lora.summary(model)}", flush=True)
     model.train(for_training)
     return Policy(model=model, tokenizer=tokenizer, device=device, name=cfg.name)
 
 
-def load_reference(policy: Policy) -> torch.nn.Module:
-    """A frozen copy of the initial policy for the KL term."""
+def load_reference(policy: Policy):
+    """The initial policy for the KL term: a frozen copy, or for a LoRA policy the same module
+    with its adapters off (`node.lora.BaseView`, no second copy of the weights)."""
     import copy
 
+    from node import lora
+
+    if lora.is_lora(policy.model):
+        return lora.BaseView(policy.model)
     ref = copy.deepcopy(policy.model)
     ref.eval()
     for p in ref.parameters():
