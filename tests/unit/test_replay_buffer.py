@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import random
 
-from node.records import Completion, Group, Prompt
+from node.records import Group, Prompt
 from node.replay.buffer import BufferConfig, BufferEntry, ReplayBuffer, entry_to_dict, local_entry
+from tests.unit.hand_groups import scored_group
 
 NOW = 1_000_000  # ms
 
@@ -16,22 +17,7 @@ def prompt(i: int) -> Prompt:
 
 
 def group(i: int, version: int = 0, rewards=(1.0, 0.0)) -> Group:
-    p = prompt(i)
-    comps = [
-        Completion(
-            p,
-            [1, 2],
-            [3, 4],
-            [-0.5, -0.25],
-            "ab",
-            "stop",
-            version,
-            reward=r,
-            reward_components={"correctness": r},
-        )  # fmt: skip
-        for r in rewards
-    ]
-    return Group(p, tuple(comps))
+    return scored_group(prompt(i), rewards, version)
 
 
 def entry(i: int, origin: str = "a", origin_version: int = 0, created_ms: int = NOW,

@@ -18,10 +18,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from benchmarks.toy.adapter import ToyAddition, toy_config, toy_parts  # noqa: E402
 from benchmarks.toy.seqmodel import GPTConfig, warm_start  # noqa: E402
 from node.node import Node  # noqa: E402
-from node.records import Completion, Group, Prompt  # noqa: E402
+from node.records import Group, Prompt  # noqa: E402
 from node.replay.config import ReplayConfig  # noqa: E402
 from node.replay.layer import ReplayLayer  # noqa: E402
 from node.sampler import PromptSampler  # noqa: E402
+from tests.unit.hand_groups import scored_group  # noqa: E402
 
 REPLAY = {"select": "mopps", "allocate": "knapsack", "replay_fraction": 0.5}
 BASE = {
@@ -45,21 +46,7 @@ def toy_node(warm, run_dir: Path, overrides: dict | None = None) -> Node:
 
 
 def group(prompt: Prompt, correct: list[float], version: int = 0) -> Group:
-    comps = [
-        Completion(
-            prompt,
-            [1],
-            [2, 3],
-            [-0.1, -0.2],
-            "x",
-            "stop",
-            version,
-            reward=r,
-            reward_components={"correctness": r},
-        )  # fmt: skip
-        for r in correct
-    ]
-    return Group(prompt, tuple(comps))
+    return scored_group(prompt, correct, version)
 
 
 def bare_layer(size: int = 4, group_size: int = 4, **replay) -> tuple[ReplayLayer, ToyAddition]:
