@@ -317,6 +317,22 @@ class SwarmConfig(Section):
         description="recompute: the local policy scores re-tokenized peer text (SAPO); reuse: keep the "
         "peer's tokens and behaviour logprobs when its tokenizer hash equals ours (off-policy)",
     )
+    take: Literal["uniform", "information"] = Field(
+        "uniform",
+        description="how the J peer groups are chosen from the pool: uniform (SAPO) or information "
+        "(best expected learning value for this node, node/replay/peer_value.py; not yet measured)",
+    )
+    take_epsilon: float = Field(
+        0.1, ge=0, le=1, description="take=information: chance that a slot takes a uniform pick instead"
+    )
+    take_tau: float = Field(
+        8.0, gt=0, description="take=information: staleness discount exp(-lag/tau), lag in origin versions"
+    )
+    adaptive_j: bool = Field(
+        False,
+        description="peer groups (up to J) replace our zero-variance local groups instead of adding J to the "
+        "batch; local groups are generated first (not yet measured)",
+    )
     share: bool = Field(True, description="publish our local groups (false: only take)")
     pool_size: int = Field(256, ge=1, description="admitted peer groups kept waiting for a step")
     start_timeout: float = Field(20.0, gt=0, description="seconds per attempt to start the transport")

@@ -5,7 +5,9 @@ One step, top to bottom (`train_step`):
 1. [join] admit what the swarm delivered: judge each group on the wire (node/admission.py),
    localize it for our policy (node/exchange.py), re-score it with our verifier, judge again,
    pool the survivors (node/replay/buffer.py); report proven liars to the swarm;
-2. [join] take up to J pooled peer groups and give re-tokenized ones our behaviour log-probs;
+2. [join] take up to J pooled peer groups (`swarm.take`: uniform as SAPO, or by what they teach us)
+   and give re-tokenized ones our behaviour log-probs; with `swarm.adaptive_j` this happens after
+   step 4 instead, and the peer groups replace local groups that carry no gradient;
 3. [replay] take up to `replay.replay_fraction` of I from recent local groups (node/replay/);
 4. generate the rest of the local groups (I, plus any of J the swarm could not supply) on the
    prompts and with the G the replay layer plans, score them, and show them to the layer;
@@ -36,7 +38,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -54,6 +56,9 @@ from node.step_metrics import step_metrics
 from node.tasks import build_tasks
 from node.tasks.base import Task
 from node.trainer import Trainer
+
+if TYPE_CHECKING:
+    from node.replay.buffer import BufferEntry
 
 log = logging.getLogger(__name__)
 
@@ -178,14 +183,15 @@ class Node:
     def train_step(self) -> dict[str, Any]:
         cfg = self.cfg
         t0 = time.perf_counter()
-        peer, swarm_info = self.peer_groups() if self.sharing else ([], {})
+        adaptive = self.sharing is not None and cfg.swarm.adaptive_j
+        peer, swarm_info = self.peer_groups() if self.sharing and not adaptive else ([], {})
         now_ms = int(time.time() * 1000)
         replayed = self.replay.replay(self.replay.replay_count(cfg.rollout.prompts_per_step), self.step,
                                       self.trainer.version, now_ms)  # fmt: skip
         n_local = (
             cfg.rollout.prompts_per_step
             - len(replayed)
-            + (cfg.swarm.external_groups - len(peer) if self.sharing else 0)
+            + (cfg.swarm.external_groups - len(peer) if self.sharing and not adaptive else 0)
         )
         collected = collect(
             self.engine,
@@ -199,9 +205,16 @@ class Node:
             n_local,
         )
         local, baselines = collected.groups, dict(collected.baselines)
+        trained_local = local
+        if adaptive:  # peer groups take the places of our groups that carry no gradient
+            empty = [i for i, g in enumerate(local) if not g.has_signal(self.replay.signal)]
+            peer, swarm_info = self.peer_groups(min(cfg.swarm.external_groups, len(empty)))
+            replaced = set(empty[: len(peer)])
+            trained_local = [g for i, g in enumerate(local) if i not in replaced]
+            swarm_info["swarm/replaced_zero_var"] = len(replaced)
         if (replayed or peer) and self.req.baseline_rewards:  # ReMax: greedy baselines for those prompts too
             baselines |= baseline_rewards(self.engine, self.renderer, replayed + peer, self.tasks, cfg)
-        groups = local + replayed + peer
+        groups = trained_local + replayed + peer
         self.last_groups = groups
         ref = (
             self.trainer.ref_logprobs([c for g in groups for c in g.completions])
@@ -225,26 +238,51 @@ class Node:
         return metrics
 
     # -- peer groups (join mode) -----------------------------------------------------------
-    def peer_groups(self) -> tuple[list[Group], dict[str, Any]]:
-        """Admit what arrived, then up to J pooled groups with behaviour log-probs; never blocks."""
-        want = self.cfg.swarm.external_groups
+    def peer_groups(self, want: int | None = None) -> tuple[list[Group], dict[str, Any]]:
+        """Admit what arrived, then up to `want` pooled groups with behaviour log-probs; never blocks.
+        `want=None`: J, and local groups make up any shortfall (`swarm/filled_locally`); a number
+        (`swarm.adaptive_j`): nothing is made up, the zero-variance local groups stay."""
+        fill = want is None
+        want = self.cfg.swarm.external_groups if want is None else want
         now_ms = int(time.time() * 1000)
         for item in self.sharing.drain():
             self._admit(item, now_ms)
         for origin, why in self.admission.pop_reports():
             self.sharing.report(origin, why)
         rng = random.Random(self.cfg.seed * 1_000_003 + self.step)
-        chosen = self.pool.take(want, rng, now_ms, self.admission.newest)
+        values: dict[str, float] = {}
+        chosen = self._take(want, rng, now_ms, values)
         groups = self._with_behavior([e.group for e in chosen])
-        self.swarm_totals.update(used=len(groups), filled_locally=want - len(groups))
+        short = want - len(groups) if fill else 0
+        self.swarm_totals.update(used=len(groups), filled_locally=short)
         info = {
             "swarm/external_groups": len(groups),
-            "swarm/filled_locally": want - len(groups),
+            "swarm/filled_locally": short,
             "swarm/external_peers": len({e.origin for e in chosen}),
             "swarm/pool": len(self.pool),
             "swarm/connected": float(self.sharing.link.connected),
         }
+        if values and chosen:
+            info["swarm/take_value"] = sum(values[e.group_id] for e in chosen) / len(chosen)
         return groups, info
+
+    def _take(
+        self, want: int, rng: random.Random, now_ms: int, values: dict[str, float]
+    ) -> list[BufferEntry]:
+        """`swarm.take`: uniform (SAPO), or the best by expected value to us (node/replay/peer_value.py);
+        `values` receives each fresh entry's score by group id."""
+        sw = self.cfg.swarm
+        if sw.take == "uniform":
+            return self.pool.take(want, rng, now_ms, self.admission.newest)
+        from node.replay.peer_value import entry_values
+
+        def score(entries: list[BufferEntry]) -> list[float]:
+            p_hats = self.replay.means([e.group.prompt for e in entries])
+            out = entry_values(entries, p_hats, self.admission.newest, self.replay.signal, sw.take_tau)
+            values.update(zip((e.group_id for e in entries), out))
+            return out
+
+        return self.pool.take_best(want, rng, now_ms, self.admission.newest, score, sw.take_epsilon)
 
     def _admit(self, item, now_ms: int) -> None:
         from node.admission import Reason

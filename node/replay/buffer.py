@@ -13,7 +13,8 @@ Guarantees:
   origin (`take`: the origin's counter is only compared with the same origin's), or more than
   `max_version_lag` of our versions behind (`replay`: local groups carry our counter);
 - `take` samples uniformly without replacement, at most `per_peer_cap` per origin, and removes
-  what it took; `replay` samples uniformly among groups used fewer than `max_uses` times;
+  what it took; `take_best` does the same by a caller's score (`swarm.take: information`, the
+  score in node/replay/peer_value.py) with a share `epsilon` of uniform picks; `replay` samples uniformly among groups used fewer than `max_uses` times;
 - `state_dict()` holds every entry (prompts by task and question, re-found on load), so a resumed
   node holds exactly the groups it had.
 """
@@ -108,6 +109,37 @@ class ReplayBuffer:
         taken = set(chosen)
         self.entries = [e for i, e in enumerate(fresh) if i not in taken]
         return [fresh[i] for i in sorted(chosen)]
+
+    def take_best(
+        self,
+        j: int,
+        rng: random.Random,
+        now_ms: int,
+        newest: dict[str, int],
+        score: Callable[[list[BufferEntry]], list[float]],
+        epsilon: float = 0.0,
+    ) -> list[BufferEntry]:
+        """Up to `j` entries by `score` (called once, on the fresh entries), at most `per_peer_cap`
+        per origin; removed.  Each slot draws `rng.random()`: below `epsilon` it takes a uniform pick
+        (`rng.randrange`) among the entries its origin cap still allows, else the best of them (ties:
+        the one added first).  Returned in pool order, as `take` returns them."""
+        fresh = self._drop_stale(now_ms, newest, None)
+        values = score(fresh)
+        per_origin: Counter[str] = Counter()
+        taken: set[int] = set()
+        while len(taken) < j:
+            cap = self.cfg.per_peer_cap
+            open_ = [i for i, e in enumerate(fresh) if i not in taken and per_origin[e.origin] < cap]
+            if not open_:
+                break
+            if rng.random() < epsilon:
+                i = open_[rng.randrange(len(open_))]
+            else:
+                i = max(open_, key=lambda k: (values[k], -k))
+            per_origin[fresh[i].origin] += 1
+            taken.add(i)
+        self.entries = [e for i, e in enumerate(fresh) if i not in taken]
+        return [fresh[i] for i in sorted(taken)]
 
     def replay(self, k: int, rng: random.Random, now_ms: int, version: int) -> list[BufferEntry]:
         """Up to `k` entries at most `max_version_lag` of our versions old, uniformly; each use is
