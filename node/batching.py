@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.utils.checkpoint
 from torch import Tensor
 
 from node.records import Completion
@@ -71,17 +72,132 @@ def pack(
     return PackedBatch(input_ids, attention, mask, behavior, adv, versions, old, src)
 
 
-def token_logprobs(model, input_ids: Tensor, attention_mask: Tensor, temperature: float, with_entropy: bool,
-                   first: int = 0, entropy_grad: bool = False):
+# Causal LMs whose logits are exactly `get_output_embeddings()(last hidden state)`: no softcap,
+# logit scale or final bias after the head (Gemma, Cohere, Granite add one), so the chunked path
+# may apply the head itself.  Anything else takes the full-logits path.
+PLAIN_HEAD_MODELS = frozenset(
+    {"llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "phi3", "smollm3", "olmo2"}
+)
+
+
+def _unwrap_base_view(model):
+    """A LoRA reference (`node.lora.BaseView`, not an nn.Module) as (the peft model, the context
+    that switches its adapters off); any other model as (itself, None)."""
+    inner = getattr(model, "model", None)
+    if not isinstance(model, torch.nn.Module) and hasattr(inner, "disable_adapter"):
+        return inner, inner.disable_adapter
+    return model, None
+
+
+def head_parts(model):
+    """(decoder, head) when `model` is a plain-head causal LM (see `PLAIN_HEAD_MODELS`), else None:
+    `decoder(...)` returns the final (normed) hidden states and `head` maps them to logits."""
+    config = getattr(model, "config", None)
+    if getattr(config, "model_type", None) not in PLAIN_HEAD_MODELS:
+        return None
+    try:
+        decoder, head = model.get_decoder(), model.get_output_embeddings()
+    except (AttributeError, NotImplementedError):
+        return None
+    if decoder is None or head is None or getattr(head, "bias", None) is not None:
+        return None
+    return decoder, head
+
+
+def _chunk_stats(head, hidden: Tensor, targets: Tensor, temperature: float, with_entropy: bool,
+                 entropy_grad: bool) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """[B, c] target log-prob and entropy of one chunk of positions; float32 logits live only here."""
+    logp_all = torch.log_softmax(head(hidden).float() / temperature, dim=-1)  # [B, c, V]
+    logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    if not with_entropy:
+        return logp, logp.new_zeros(())
+    with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+        entropy = -(logp_all.exp() * logp_all).sum(-1)
+    return logp, entropy
+
+
+def _chunked(parts, input_ids: Tensor, attention_mask: Tensor, temperature: float, with_entropy: bool,
+             first: int, entropy_grad: bool, chunk: int) -> tuple[Tensor, Tensor | None]:  # fmt: skip
+    decoder, head = parts
+    hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    hidden = hidden[:, first:-1]  # [B, T-1-first, H]: the positions that predict a token
+    targets = input_ids[:, first + 1 :]
+    rows = max(chunk // max(input_ids.shape[0], 1), 1)  # positions per chunk: `chunk` tokens over B rows
+    grad = torch.is_grad_enabled()
+    logps, entropies = [], []
+    for s in range(0, hidden.shape[1], rows):
+        args = (
+            head,
+            hidden[:, s : s + rows],
+            targets[:, s : s + rows],
+            temperature,
+            with_entropy,
+            entropy_grad,
+        )
+        if grad:  # keep only the chunk's hidden states for backward; the head re-runs there
+            lp, ent = torch.utils.checkpoint.checkpoint(_chunk_stats, *args, use_reentrant=False)
+        else:
+            lp, ent = _chunk_stats(*args)
+        logps.append(lp)
+        entropies.append(ent)
+    logp = torch.cat(logps, dim=1)
+    entropy = torch.cat(entropies, dim=1) if with_entropy else None
+    return logp, entropy
+
+
+def token_logprobs(
+    model,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    temperature: float,
+    with_entropy: bool,
+    first: int = 0,
+    entropy_grad: bool = False,
+    chunk: int | None = None,
+):
     """log pi(token_{j+1} | tokens_{<=j}) as [B, T-1], and optionally the entropy at j.
 
     Only positions `j >= first` are computed (the rest are 0): with `first` = the shortest
     prompt's length - 1, the LM head and softmax run on the completions alone, not the prompts.
+
+    `chunk` (tokens, `trainer.logprob_chunk`): when set and the model has a plain LM head
+    (`head_parts`), the decoder runs once and the head, the float32 log-softmax, the gather and
+    the entropy run over slices of about `chunk` tokens (B rows x chunk // B positions), so the
+    full float32 [B, T, V] logits never exist.  With a graph each slice is wrapped in
+    `torch.utils.checkpoint`: plain autograd over slices would save every slice's [B, c, V]
+    log-softmax for backward, i.e. the full logits again; the checkpoint saves only the slice's
+    [B, c, H] hidden states and re-runs the head matmul and softmax in backward (about one extra
+    head forward: 2*H*V flops a token).  Other models (the toy's `ToyLM`, Gemma's softcap) and
+    `chunk` 0/None take the full-logits path.
     """
+    model, adapters_off = _unwrap_base_view(model)
+    if adapters_off is not None:
+        with adapters_off():
+            return token_logprobs(model, input_ids, attention_mask, temperature, with_entropy, first,
+                                  entropy_grad, chunk)  # fmt: skip
+    parts = head_parts(model) if chunk else None
+    if parts is not None and input_ids.shape[1] - first > 1:
+        logp, entropy = _chunked(parts, input_ids, attention_mask, temperature, with_entropy, first,
+                                 entropy_grad, chunk)  # fmt: skip
+    else:
+        logp, entropy = _full(
+            model, input_ids, attention_mask, temperature, with_entropy, first, entropy_grad
+        )
+    pad = (first, 0)
+    logp = torch.nn.functional.pad(logp, pad)
+    entropy = torch.nn.functional.pad(entropy, pad) if entropy is not None else None
+    return logp, entropy
+
+
+def _full(model, input_ids: Tensor, attention_mask: Tensor, temperature: float, with_entropy: bool, first: int,
+          entropy_grad: bool) -> tuple[Tensor, Tensor | None]:  # fmt: skip
+    """Today's path: the model's own [B, T-first, V] logits, one float32 log-softmax over all."""
     width = input_ids.shape[1]
     keep = width - first
     try:
-        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=keep).logits
+        logits = model(
+            input_ids=input_ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=keep
+        ).logits
     except TypeError:  # a model without `logits_to_keep`: compute all positions
         logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, first:]
     logits = logits[:, :-1].float() / temperature
@@ -92,9 +208,6 @@ def token_logprobs(model, input_ids: Tensor, attention_mask: Tensor, temperature
     if with_entropy:  # without a graph unless an entropy bonus needs its gradient ([B, T, V] saved)
         with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
             entropy = -(logp_all.exp() * logp_all).sum(-1)
-    pad = (first, 0)
-    logp = torch.nn.functional.pad(logp, pad)
-    entropy = torch.nn.functional.pad(entropy, pad) if entropy is not None else None
     return logp, entropy
 
 

@@ -248,6 +248,11 @@ class TrainerConfig(Section):
         None, ge=1, description="sequences per optimizer step; a step's batch is shuffled and split into "
         "mini-batches, one optimizer step each (ratios leave 1 from the second); None = the whole batch"
     )
+    logprob_chunk: int = Field(
+        4096, ge=0, description="tokens per slice of the LM head + float32 log-softmax when computing "
+        "log-probs and entropies, so the full [B, T, V] float32 logits never exist (models with a plain "
+        "head: Llama, Qwen, Mistral...; others compute all logits); 0 = all positions at once"
+    )
 
 
 class CheckpointConfig(Section):

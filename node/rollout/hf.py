@@ -4,13 +4,55 @@ Prompts are left-padded for batched generation (the model derives position ids f
 attention mask); completions are cut at the first end-of-turn token.  The records keep prompt
 and completion ids unpadded, so training sequences are contiguous `prompt + completion` with
 no pad in between.
+
+Memory: the engine keeps the sampled tokens' log-probs only.  `SampledLogprobs`, a logits
+processor, sees each step's raw logits (custom processors run before the temperature and top-p
+warpers, `GenerationMixin._get_logits_processor`), gathers the previous step's chosen token from the
+one [B, V] log-softmax it holds, and the last step's token after `generate` returns.  Asking
+`generate` for `output_logits=True` instead kept every step's float32 [B, V] (16.8 GB for 64 x 384
+tokens of a 150k vocabulary); recomputing from one forward pass after generation would cost a full
+prefill of prompt + completion and give the trainer's numbers rather than the sampler's.  The value
+is the same as before: log_softmax(raw logits / temperature) at the chosen token (the full
+distribution, not the top-p nucleus), what the trainer computes.
+
+Prompts are bucketed by length: jobs are sorted by prompt length (stably, so a group's
+completions stay together and in order) before they are cut into batches, and the groups come
+back in request order.  Less left padding; the draws differ from an unsorted run's, the
+distribution does not.
 """
 
 from __future__ import annotations
 
 import torch
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from node.records import Completion, Group, Request, SamplingParams
+
+
+class SampledLogprobs(LogitsProcessor):
+    """log pi(chosen token) at `temperature` for every generated step, holding one step's [B, V]."""
+
+    def __init__(self, temperature: float):
+        self.temperature = temperature
+        self.last: torch.Tensor | None = None  # [B, V] float32 log-softmax of the latest step
+        self.steps: list[torch.Tensor] = []  # [B] each: the chosen token's log-prob, one per step
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.last is not None:  # input_ids now ends with the token chosen from `last`
+            self.steps.append(self.last.gather(-1, input_ids[:, -1:]).squeeze(-1))
+        self.last = torch.log_softmax(scores.float() / self.temperature, dim=-1)
+        return scores
+
+    def finish(self, new_tokens: torch.Tensor) -> torch.Tensor:
+        """[B, S] log-probs of `generate`'s S new tokens (the last one gathered here)."""
+        if self.last is not None and len(self.steps) < new_tokens.shape[1]:
+            self.steps.append(
+                self.last.gather(-1, new_tokens[:, len(self.steps) : len(self.steps) + 1]).squeeze(-1)
+            )
+        self.last = None
+        if not self.steps:
+            return torch.zeros(new_tokens.shape, dtype=torch.float32)
+        return torch.stack(self.steps, dim=1).cpu()
 
 
 class HFEngine:
@@ -28,6 +70,7 @@ class HFEngine:
 
     def generate(self, requests: list[Request], group_size: int, sampling: SamplingParams) -> list[Group]:
         jobs = [(i, r.prompt_ids) for i, r in enumerate(requests) for _ in range(group_size)]
+        jobs.sort(key=lambda job: len(job[1]))  # stable: a group's completions keep their order
         out: list[list[Completion]] = [[] for _ in requests]
         for start in range(0, len(jobs), self.batch_size):
             chunk = jobs[start : start + self.batch_size]
@@ -45,6 +88,8 @@ class HFEngine:
         for row, ids in enumerate(prompt_ids):
             input_ids[row, width - len(ids) :] = torch.tensor(ids)
             attention[row, width - len(ids) :] = 1
+        temp = 1.0 if sampling.greedy else sampling.temperature
+        recorder = SampledLogprobs(temp)
         was_training = self.model.training
         self.model.eval()
         try:
@@ -58,22 +103,15 @@ class HFEngine:
                 max_new_tokens=sampling.max_new_tokens,
                 eos_token_id=sorted(self.stop_ids),
                 pad_token_id=self.pad_id,
-                output_logits=True,
+                logits_processor=LogitsProcessorList([recorder]),
                 return_dict_in_generate=True,
                 use_cache=True,
             )
         finally:
             self.model.train(was_training)
-        new = gen.sequences[:, width:].cpu()
-        temp = 1.0 if sampling.greedy else sampling.temperature
-        # [B, S] logprob of each generated token under the temperature-scaled distribution
-        logps = torch.stack(
-            [
-                torch.log_softmax(step_logits.float() / temp, dim=-1).gather(-1, new[:, s : s + 1].to(step_logits.device)).squeeze(-1).cpu()
-                for s, step_logits in enumerate(gen.logits)
-            ],
-            dim=1,
-        )
+        new = gen.sequences[:, width:]
+        logps = recorder.finish(new)  # [B, S] under the temperature-scaled distribution
+        new = new.cpu()
         results = []
         for row in range(new.shape[0]):
             ids = new[row].tolist()

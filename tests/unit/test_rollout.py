@@ -7,7 +7,7 @@ import torch
 
 from node.batching import first_completion_position, pack, token_logprobs
 from node.policy import load_policy
-from node.records import SamplingParams
+from node.records import Request, SamplingParams
 from node.rollout import Renderer, build_engine
 from node.tasks import build_tasks
 
@@ -84,3 +84,51 @@ def test_greedy_is_deterministic(parts):
     ids = [[c.completion_ids for c in g.completions] for g in a]
     assert ids == [[c.completion_ids for c in g.completions] for g in b]
     assert all(g[0] == g[1] for g in ids)
+
+
+@pytest.mark.parametrize("top_p", [1.0, 0.9])
+def test_engine_keeps_only_sampled_logprobs_equal_to_the_trainers(parts, top_p, monkeypatch):
+    """No step's full logits are asked for (`output_logits`/`output_scores`); the recorded values
+    are still log_softmax(logits / T) over the whole vocabulary (top-p only shapes the draw),
+    equal to the trainer's recomputation."""
+    _, policy, task, engine = parts
+    real = policy.model.generate
+
+    def generate(**kw):
+        assert not kw.get("output_logits") and not kw.get("output_scores")
+        out = real(**kw)
+        assert getattr(out, "logits", None) is None and getattr(out, "scores", None) is None
+        return out
+
+    monkeypatch.setattr(policy.model, "generate", generate)
+    torch.manual_seed(3)
+    sampling = SamplingParams(12, temperature=0.8, top_p=top_p)
+    comps = [c for g in engine.generate(_prompts(task, 2, engine), 3, sampling) for c in g.completions]
+    batch = pack(comps, torch.zeros(len(comps)), policy.tokenizer.pad_token_id)
+    policy.model.eval()
+    with torch.no_grad():
+        logp, _ = token_logprobs(policy.model, batch.input_ids, batch.attention_mask, 0.8, False, first_completion_position(comps), chunk=7)
+    m = batch.mask.bool()
+    torch.testing.assert_close(logp[m], batch.behavior_logprobs[m], atol=1e-4, rtol=0)
+
+
+def test_bucketing_by_length_keeps_the_order_of_groups_and_completions(parts):
+    """Requests of interleaved lengths, batches smaller than the work: every group comes back at
+    its request's index with its own prompt, and a group's completions in the order of a run with
+    one request at a time (same seed, same rows per batch)."""
+    _, _, task, engine = parts
+    base = engine.renderer.requests([task.prompt(i) for i in range(4)])
+    # cut the prompts' heads so that lengths interleave: 0 longest, 3 shortest, 1 and 2 between
+    requests = [Request(r.prompt, r.prompt_ids[cut:]) for r, cut in zip(base, (0, 6, 2, 9))]
+    assert sorted(range(4), key=lambda i: len(requests[i].prompt_ids)) == [3, 1, 2, 0]
+    engine.batch_size = 2
+    seen, real = [], engine._generate_batch
+    engine._generate_batch = lambda ids, sampling: seen.append([len(i) for i in ids]) or real(ids, sampling)
+    groups = engine.generate(requests, 2, SamplingParams(6, greedy=True))
+    assert [n for batch in seen for n in batch] == sorted(len(r.prompt_ids) for r in requests for _ in range(2))
+    engine._generate_batch = real
+    assert [g.prompt for g in groups] == [r.prompt for r in requests]
+    for r, g in zip(requests, groups):
+        assert [c.prompt_ids for c in g.completions] == [r.prompt_ids, r.prompt_ids]
+        alone = engine.generate([r], 2, SamplingParams(6, greedy=True))[0]
+        assert [c.completion_ids for c in g.completions] == [c.completion_ids for c in alone.completions]
