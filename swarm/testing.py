@@ -14,6 +14,7 @@ import enum
 import os
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from protocol import Completion, RolloutGroup, SamplingParams, TaskRef, logprob_array, token_array
 
@@ -48,6 +49,18 @@ def synthetic_group(swarm_id: str, index: int, size: int = 8_000, completions: i
         policy_version=0,
         sampling=SamplingParams(temperature=1.0, top_p=1.0, max_tokens=max(n_tokens, 1)),
     )
+
+
+def run_virtual(coro_fn: Callable[[], Awaitable[Any]]) -> Any:
+    """Run `coro_fn()` to completion on a fresh virtual-clock loop (simulated time: timeouts and
+    sleeps cost no wall time) and close the loop."""
+    from swarm.transports.memory import VirtualClockLoop
+
+    loop = VirtualClockLoop()
+    try:
+        return loop.run_until_complete(coro_fn())
+    finally:
+        loop.close()
 
 
 def wait_for_sync(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:

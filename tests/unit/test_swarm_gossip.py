@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -17,18 +16,11 @@ from protocol.messages import Announce, AnnounceItem, Response
 from swarm.gossip import GossipConfig
 from swarm.peer import SwarmConfig, SwarmPeer
 from swarm.scoring import ScoreParams
+from swarm.testing import run_virtual as run
 from swarm.testing import synthetic_group, wait_for
-from swarm.transports.memory import MemoryHub, MemoryTransport, VirtualClockLoop
+from swarm.transports.memory import MemoryHub, MemoryTransport
 
 SWARM = "unit"
-
-
-def run(coro_fn: Callable[[], Awaitable[Any]]) -> Any:
-    loop = VirtualClockLoop()
-    try:
-        return loop.run_until_complete(coro_fn())
-    finally:
-        loop.close()
 
 
 def config(**gossip: Any) -> SwarmConfig:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from swarm.testing import run_virtual
 from swarm.transport import PeerUnreachable
-from swarm.transports.memory import MemoryHub, MemoryTransport, VirtualClockLoop
+from swarm.transports.memory import MemoryHub, MemoryTransport
 
 
 @pytest.mark.parametrize("error", [PermissionError("banned"), ValueError("bad frame"), RuntimeError("bug")])
@@ -29,8 +30,4 @@ def test_a_handler_that_raises_surfaces_as_peer_unreachable(error: Exception) ->
         assert info.value.__cause__ is error
         assert await client.request("server", "/echo", b"x", timeout=1.0) == b"x"  # the link still works
 
-    loop = VirtualClockLoop()
-    try:
-        loop.run_until_complete(scenario())
-    finally:
-        loop.close()
+    run_virtual(scenario)

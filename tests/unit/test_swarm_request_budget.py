@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 from protocol import Identity, Response, decode, encode
 from protocol.messages import Request
@@ -20,9 +18,10 @@ from swarm.peer import SwarmConfig, SwarmPeer
 from swarm.rate_limit import KeyedBuckets
 from swarm.request_budget import Admission, RequestBudget
 from swarm.scoring import ScoreParams
+from swarm.testing import run_virtual as run
 from swarm.testing import synthetic_group, wait_for
 from swarm.transport import PeerUnreachable
-from swarm.transports.memory import MemoryHub, MemoryTransport, VirtualClockLoop
+from swarm.transports.memory import MemoryHub, MemoryTransport
 
 SWARM = "unit"
 
@@ -87,12 +86,6 @@ def test_keyed_buckets_look_before_take_and_forget_full_buckets() -> None:
 
 
 # -- through the gossip engine ------------------------------------------------------------------
-def run(coro_fn: Callable[[], Awaitable[Any]]) -> Any:
-    loop = VirtualClockLoop()
-    try:
-        return loop.run_until_complete(coro_fn())
-    finally:
-        loop.close()
 
 
 def config(score: ScoreParams) -> SwarmConfig:
