@@ -80,6 +80,41 @@ class AlgorithmConfig(BaseModel):
     )
     ess_lr: bool = Field(False, description="VCPO: scale the step's LR by sqrt(ESS / B / ess_base_ratio)")
     ess_base_ratio: float = Field(1.0, gt=0, le=1, description="VCPO: ESS ratio that maps to the full LR")
+    staleness_clock: Literal["ours", "origin"] = Field(
+        "ours",
+        description="max_staleness counts our versions since the row's behaviour log-probs (ours), or, for a "
+        "peer's row, the origin's versions since it sampled it: its newest version seen minus the row's (origin)",
+    )
+
+    # --- foreign-sample corrections (node/algos/foreign.py; all off: unmeasured) -------------
+    foreign_gate: Literal["off", "drop", "weight"] = Field(
+        "off", description="peer rows far outside what we would generate: keep, drop, or down-weight"
+    )
+    foreign_gate_stat: Literal["likelihood", "ratio"] = Field(
+        "likelihood",
+        description="foreignness of a peer row in nats/token: our own rows' mean token log-likelihood minus "
+        "the row's (likelihood), or minus its per-token log-ratio against its behaviour log-probs (ratio; "
+        "only meaningful with swarm.peer_logprobs=reuse)",
+    )
+    foreign_gate_threshold: float = Field(
+        1.0, ge=0, description="foreignness (nats/token) above which the gate drops or down-weights"
+    )
+    foreign_gate_temperature: float = Field(
+        1.0,
+        gt=0,
+        description="weight gate: exp(-(foreignness - threshold) / temperature) above the threshold",
+    )
+    foreign_ess: Literal["off", "scale", "drop_foreign"] = Field(
+        "off",
+        description="when ESS/n of the rows' geometric-mean IS weights falls below foreign_ess_min: "
+        "scale the step's LR by ESS/n, or train this step on our own rows only",
+    )
+    foreign_ess_min: float = Field(0.5, gt=0, le=1, description="ESS/n below which foreign_ess acts")
+    source_adv_norm: Literal["off", "scale", "standardize"] = Field(
+        "off",
+        description="normalise advantages within each source (ours, each peer): to the batch's RMS (scale), "
+        "or to zero mean and unit std (standardize, Dr. MAS)",
+    )
 
     # --- DAPO extras the node applies (node/algos/dapo.py) ------------------------------------
     dynamic_sampling: bool = Field(False, description="drop zero-variance groups, regenerate to refill")
