@@ -230,6 +230,10 @@ class RolloutConfig(Section):
     temperature: float = Field(0.7, gt=0, description="sampling temperature (logprobs use the same)")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling; behaviour logprobs ignore it")
     batch_size: int = Field(32, ge=1, description="sequences per generate call")
+    compile: Literal["auto", "on", "off"] = Field(
+        "auto", description="transformers engine: static KV cache + torch.compile'd decode step (CUDA graphs "
+        "on a GPU); auto = on CUDA only (on CPU it did not pay); the first call of each batch shape compiles"
+    )
 
 
 class TrainerConfig(Section):

@@ -19,9 +19,24 @@ Prompts are bucketed by length: jobs are sorted by prompt length (stably, so a g
 completions stay together and in order) before they are cut into batches, and the groups come
 back in request order.  Less left padding; the draws differ from an unsorted run's, the
 distribution does not.
+
+Compiled decode (`rollout.compile`): `generate` runs with transformers' static KV cache
+(`cache_implementation="static"`), and its decode step, one token for every row, goes through
+`torch.compile` (`CompileConfig`; on CUDA mode `reduce-overhead`, i.e. CUDA graphs).  The
+sampling loop, the stop checks and `SampledLogprobs` stay in eager Python around it, so stop
+handling and the recorded log-probs are the eager path's.  A compiled graph is specialised on the
+cache's shape, [rows, prompt width + max_new_tokens], so the prompt width is rounded up to a
+multiple of `WIDTH_STEP` (more left padding, which the attention mask hides): steps with prompts
+of similar lengths reuse one graph instead of compiling again.  The first call for each shape
+pays the compile; its time is printed once and kept in `compile_s` (`metrics()` hands it out
+once).  `auto` compiles on CUDA only: on CPU it did not pay (docs/benchmarks.md, "Engine and
+log-prob memory (CPU)").
 """
 
 from __future__ import annotations
+
+import time
+from typing import Literal
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
@@ -55,8 +70,31 @@ class SampledLogprobs(LogitsProcessor):
         return torch.stack(self.steps, dim=1).cpu()
 
 
+CompileMode = Literal["auto", "on", "off"]
+WIDTH_STEP = 64  # compiled decode: prompt widths are padded up to a multiple of this
+
+
+def use_compile(mode: CompileMode, device: torch.device) -> bool:
+    """`rollout.compile` resolved for `device`: auto = CUDA only."""
+    if mode == "auto":
+        return torch.device(device).type == "cuda"
+    return mode == "on"
+
+
+def compile_options(device: torch.device) -> dict:
+    """`generate` keywords for the static cache and the compiled decode step on `device`."""
+    from transformers import CompileConfig
+
+    cuda = torch.device(device).type == "cuda"
+    config = CompileConfig(fullgraph=False, mode="reduce-overhead" if cuda else "default")
+    if not cuda:  # transformers compiles on accelerators only unless told otherwise
+        config._compile_all_devices = True
+    return {"cache_implementation": "static", "compile_config": config}
+
+
 class HFEngine:
-    def __init__(self, model, tokenizer, stop_ids: set[int], batch_size: int, device: torch.device):
+    def __init__(self, model, tokenizer, stop_ids: set[int], batch_size: int, device: torch.device,
+                 compile: CompileMode = "auto"):  # fmt: skip
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
@@ -64,6 +102,16 @@ class HFEngine:
         self.version = 0
         self.stop_ids = set(stop_ids)
         self.pad_id = tokenizer.pad_token_id
+        self.compiled = use_compile(compile, device)
+        self.compile_s: dict[tuple[int, int], float] = {}  # (rows, cache length) -> first call's seconds
+        self._unreported = 0.0  # compile seconds not yet handed out by `metrics()`
+
+    def metrics(self) -> dict[str, float]:
+        """`rollout/compile_s`: seconds of first calls (compile included) since the last call; once."""
+        if not self._unreported:
+            return {}
+        out, self._unreported = {"rollout/compile_s": self._unreported}, 0.0
+        return out
 
     def sync_weights(self, version: int) -> None:
         self.version = version  # same module as the trainer: nothing to copy
@@ -83,6 +131,12 @@ class HFEngine:
     @torch.no_grad()
     def _generate_batch(self, prompt_ids: list[list[int]], sampling: SamplingParams):
         width = max(len(ids) for ids in prompt_ids)
+        extra = {}
+        if self.compiled:
+            width = -(-width // WIDTH_STEP) * WIDTH_STEP
+            extra = compile_options(self.device)
+        shape = (len(prompt_ids), width + sampling.max_new_tokens)
+        first_call = self.compiled and shape not in self.compile_s
         input_ids = torch.full((len(prompt_ids), width), self.pad_id, dtype=torch.long)
         attention = torch.zeros_like(input_ids)
         for row, ids in enumerate(prompt_ids):
@@ -92,6 +146,7 @@ class HFEngine:
         recorder = SampledLogprobs(temp)
         was_training = self.model.training
         self.model.eval()
+        t0 = time.perf_counter()
         try:
             gen = self.model.generate(
                 input_ids=input_ids.to(self.device),
@@ -106,9 +161,16 @@ class HFEngine:
                 logits_processor=LogitsProcessorList([recorder]),
                 return_dict_in_generate=True,
                 use_cache=True,
+                **extra,
             )
         finally:
             self.model.train(was_training)
+        if first_call:
+            seconds = time.perf_counter() - t0
+            self.compile_s[shape] = seconds
+            self._unreported += seconds
+            print(f"[engine] compiled decode for {shape[0]} rows x {shape[1]} cache positions: first call "
+                  f"{seconds:.1f} s (compile included; later calls of this shape reuse it)", flush=True)  # fmt: skip
         new = gen.sequences[:, width:]
         logps = recorder.finish(new)  # [B, S] under the temperature-scaled distribution
         new = new.cpu()

@@ -1,0 +1,74 @@
+"""`rollout.compile`: the transformers engine with a static KV cache and a compiled decode step.
+
+On CPU this compiles for real (inductor, a C++ compiler), so the tests pay one compile of the
+tiny model (tens of seconds on a busy 2-core machine) and share it through a module fixture.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from node.config import RolloutConfig
+from node.policy import load_policy
+from node.records import Request, SamplingParams
+from node.rollout import Renderer
+from node.rollout.hf import WIDTH_STEP, HFEngine, use_compile
+from node.tasks import build_tasks
+
+
+def test_auto_compiles_on_cuda_only():
+    assert use_compile("auto", torch.device("cuda")) and not use_compile("auto", torch.device("cpu"))
+    assert use_compile("on", torch.device("cpu")) and not use_compile("off", torch.device("cuda"))
+    assert RolloutConfig().compile == "auto"
+    with pytest.raises(ValueError):
+        RolloutConfig(compile="yes")
+
+
+@pytest.fixture
+def engines(tiny_config):
+    cfg = tiny_config("rollout.max_new_tokens=12")
+    policy = load_policy(cfg.model)
+    renderer = Renderer.from_config(policy.tokenizer, cfg.tasks, policy.model)
+    task = build_tasks(cfg.tasks)[0]
+    prompts = sorted((task.prompt(i) for i in range(40)), key=lambda p: len(p.question))
+    requests = renderer.requests([prompts[0], prompts[-1]])  # two lengths: left padding matters
+    args = (policy.model, policy.tokenizer, renderer.stop_ids, 8, policy.device)
+    return requests, HFEngine(*args, compile="off"), HFEngine(*args, compile="on")
+
+
+def _rows(groups):
+    return [(c.completion_ids, c.behavior_logprobs, c.finish_reason) for g in groups for c in g.completions]
+
+
+def test_compiled_greedy_decoding_equals_eager(engines):
+    requests, eager, compiled = engines
+    assert not eager.compiled and compiled.compiled
+    greedy = SamplingParams(12, greedy=True)
+    want = _rows(eager.generate(requests, 2, greedy))
+    got = _rows(compiled.generate(requests, 2, greedy))
+    assert [ids for ids, _, _ in got] == [ids for ids, _, _ in want]
+    assert [r for _, _, r in got] == [r for _, _, r in want]  # the same stops, at the same tokens
+    for (_, lp_got, _), (_, lp_want, _) in zip(got, want):
+        assert lp_got == pytest.approx(lp_want, abs=1e-4)
+
+    # the first call of a shape was timed and reported once; a second call reuses the graph
+    (shape,) = compiled.compile_s
+    assert shape[0] == 4 and (shape[1] - 12) % WIDTH_STEP == 0
+    assert compiled.metrics()["rollout/compile_s"] > 0 and compiled.metrics() == {}
+    compiled.generate(requests, 2, greedy)
+    assert len(compiled.compile_s) == 1 and compiled.metrics() == {}
+    assert eager.metrics() == {}
+
+
+def test_compiled_sampling_keeps_stops_and_logprobs(engines):
+    requests, _, compiled = engines
+    torch.manual_seed(0)
+    groups = compiled.generate(requests + [Request(requests[0].prompt, requests[0].prompt_ids)], 2,
+                               SamplingParams(12, temperature=1.0))  # fmt: skip
+    for ids, logps, reason in _rows(groups):
+        assert 1 <= len(ids) <= 12 and len(logps) == len(ids) and all(lp <= 0 for lp in logps)
+        if reason == "stop":
+            assert ids[-1] in compiled.stop_ids and not set(ids[:-1]) & compiled.stop_ids
+        else:
+            assert len(ids) == 12 and not set(ids) & compiled.stop_ids
