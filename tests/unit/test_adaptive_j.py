@@ -116,8 +116,9 @@ def test_information_take_prefers_the_prompt_we_fail(make_node, monkeypatch):
     )
     groups, info = n.peer_groups()
     assert [g.prompt.question for g in groups] == [hard]
-    # (1 - 0.1) x 2 sqrt(1/2 x 1/2) x e^0: the value of the group taken
-    assert info["swarm/take_value"] == pytest.approx(0.9)
+    # (1 - 0.1) x 2 sqrt(1/2 x 1/2) x e^0 x reliability (2 + 1) / (2 + 0 + 2) (two admitted, no
+    # lie) x drift factor 1 (nothing measured yet): the value of the group taken
+    assert info["swarm/take_value"] == pytest.approx(0.9 * 0.75)
     # uniform (the default) takes by the seeded shuffle and logs no value
     m = make_node("swarm.external_groups=1")
     m.sharing.link.inbox = inbox(m, 2)
