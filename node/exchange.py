@@ -10,17 +10,35 @@ and the caller asks to reuse its tokens (and then its logprobs, for off-policy c
 Scoring is left to the caller, against our task's ground truth.  Every row keeps who sampled it
 (`origin`) and the origin's own version counter (`origin_version`); `policy_version` is ours
 (see node/records.py).
+
+Outcome summaries (protocol 1.2): the swarm layer announces, for each of our groups, its prompt
+key and how many completions we scored correct (protocol/outcome.py: our own `correctness`
+claims >= 0.5).  `prompt_key_of` gives the key a receiver computes for its own prompt to match
+them; `summary_agrees` is the check a receiver runs once it has fetched and re-scored a group
+that was summarised, and a `False` proves the announcer lied (`Misconduct.SUMMARY_MISMATCH`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from typing import TYPE_CHECKING
 
 from node.records import Completion, Group, Prompt, SamplingParams
 from protocol import Completion as WireCompletion
-from protocol import RolloutGroup, TaskRef, logprob_array, token_array
+from protocol import (
+    RolloutGroup,
+    TaskRef,
+    group_prompt_key,
+    logprob_array,
+    prompt_key,
+    task_name,
+    token_array,
+)
 from protocol import SamplingParams as WireSampling
+
+if TYPE_CHECKING:  # solo mode imports this module and never the swarm layer
+    from swarm.summaries import Summary
 
 _RG_ID = re.compile(r"^(?P<name>.+):(?P<seed>\d+):(?P<index>\d+)$")
 
@@ -119,3 +137,34 @@ def to_local(
         out.append(Completion(prompt, prompt_ids, ids, logps, wc.text, reason, local_version, origin, wire.policy_version))
     return Group(prompt, tuple(out))
 
+
+
+def prompt_key_of(prompt: Prompt) -> str:
+    """The outcome-summary key of one of our prompts: the key a peer announces for a group on the
+    same question (the task name as `task_ref` puts it on the wire, the question text)."""
+    return prompt_key(task_name(task_ref(prompt)), prompt.question)
+
+
+def summary_matches(summary_successes: int, rescored_successes: int, n: int, tolerance: int = 0) -> bool:
+    """True when an announced success count agrees with ours on the same n completions, within
+    `tolerance` completions.  0 by default: the claims behind the count are the same per-completion
+    claims admission already holds to our verifier (`claims_match`), so an honest origin whose
+    verifier agrees with ours matches exactly, and one whose verifier does not is refused there."""
+    if n <= 0 or not 0 <= rescored_successes <= n or tolerance < 0:
+        raise ValueError(f"rescored {rescored_successes} of n={n} (tolerance {tolerance})")
+    return 0 <= summary_successes <= n and abs(summary_successes - rescored_successes) <= tolerance
+
+
+def summary_agrees(summary: Summary, wire: RolloutGroup, rescored_successes: int, tolerance: int = 0) -> bool:
+    """Whether the summary announced for the fetched group `wire` is true: same group, same
+    completion count, the key of the question the group really answers, and a success count that
+    `summary_matches` ours.  False proves the summary's `origin` (its signer) lied."""
+    n = len(wire.completions)
+    key = group_prompt_key(wire)
+    return (
+        summary.group_id == wire.group_id.hex()
+        and summary.n == n
+        and key is not None
+        and summary.prompt_key == key.hex()
+        and summary_matches(summary.successes, rescored_successes, n, tolerance)
+    )

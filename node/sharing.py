@@ -2,6 +2,8 @@
 
     sharing = Sharing.open(cfg, run_dir, policy, tasks)
     items = sharing.drain()                  # peer groups the swarm layer validated, as InboxItems
+    news = sharing.summaries()               # outcome summaries announced since the last call
+    s = sharing.summary_for(item.group_id)   # the summary announced for a fetched group, or None
     sharing.report(origin, Misconduct...)    # a verdict of our admission that proves a lie
     sharing.publish(local_groups, sampling)  # announce what we trained on
     sharing.close()
@@ -9,10 +11,16 @@
 Judging, localizing, scoring and pooling arriving groups are the node's (node/admission.py,
 node/replay/buffer.py, `Node._admit`); this module holds no trainer and calls nothing back.  `drain`
 never waits on the network.
+
+Outcome summaries: every `drain` also takes the summaries the link heard, so that by the time a
+fetched group is drained, the summary announced before it is in `summary_for` (an announce always
+precedes the fetch it causes).  `summaries()` returns each summary once; `summary_for` keeps the
+last `SUMMARY_MEMORY` by group id.  Both are bounded whatever peers send.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,6 +33,10 @@ from swarm.gossip import GossipConfig
 from swarm.inbox import InboxItem
 from swarm.misconduct import Misconduct
 from swarm.peer import SwarmConfig
+from swarm.summaries import Summary
+
+SUMMARY_BATCH = 1024  # summaries taken from the link per call (its queue holds at most 1024 by default)
+SUMMARY_MEMORY = 4096  # summaries kept by group id for `summary_for`, and waiting for `summaries()`
 
 
 def load_identity(path: str | None, run_dir: Path):
@@ -54,6 +66,9 @@ class Sharing:
         self.cfg = cfg
         self.link = link  # a SwarmLink (tests: an object with the same attributes)
         self.tok_hash = tok_hash
+        self._new_summaries: OrderedDict[str, Summary] = OrderedDict()  # not yet returned by summaries()
+        self._by_group: OrderedDict[str, Summary] = OrderedDict()  # the newest SUMMARY_MEMORY
+        self.summary_counts = {"taken": 0, "dropped": 0}  # dropped: waited past SUMMARY_MEMORY newer ones
 
     @classmethod
     def open(cls, cfg: Config, run_dir: Path, policy: Any, tasks: dict) -> Sharing:
@@ -81,7 +96,32 @@ class Sharing:
 
     def drain(self) -> list[InboxItem]:
         """What the swarm layer admitted since the last call (bounded; never blocks)."""
-        return self.link.drain(max(64, 4 * self.cfg.swarm.external_groups))
+        items = self.link.drain(max(64, 4 * self.cfg.swarm.external_groups))
+        self._take_summaries()
+        return items
+
+    def _take_summaries(self) -> None:
+        for s in self.link.drain_summaries(SUMMARY_BATCH):
+            self.summary_counts["taken"] += 1
+            for held in (self._new_summaries, self._by_group):
+                held[s.group_id] = s
+                if len(held) > SUMMARY_MEMORY:
+                    held.popitem(last=False)
+                    if held is self._new_summaries:
+                        self.summary_counts["dropped"] += 1
+
+    def summaries(self) -> list[Summary]:
+        """Outcome summaries peers announced since the last call, oldest first (at most
+        SUMMARY_MEMORY; never blocks; banned peers' are dropped by the swarm layer)."""
+        self._take_summaries()
+        out = list(self._new_summaries.values())
+        self._new_summaries.clear()
+        return out
+
+    def summary_for(self, group_id: str) -> Summary | None:
+        """The summary announced for group `group_id` (hex, as `InboxItem.group_id`), if one of the
+        last SUMMARY_MEMORY; its `origin` is the peer to report when it proves false."""
+        return self._by_group.get(group_id)
 
     def report(self, origin: str, reason: Misconduct) -> None:
         self.link.report(origin, reason)
@@ -112,6 +152,8 @@ class Sharing:
             "peer_scores": scores,
             "banned": banned,  # peer ids this node refuses now
             "link": dict(link.counts),  # publish_dropped, call_timeouts, start_failures, ...
+            "summaries": {k[len("summaries_") :]: v for k, v in m.items() if k.startswith("summaries_")}
+            | self.summary_counts,  # received, accepted, duplicate, origin_capped, evicted, banned, ...
         }
 
     def close(self) -> None:

@@ -4,6 +4,7 @@ The training loop calls three non-blocking methods between steps:
 
     link.publish(groups)        # queue our groups for announcing; returns at once
     items = link.drain(64)      # admitted peer groups (InboxItems); [] if not connected
+    news = link.drain_summaries(256)  # outcome summaries heard in announces, nothing fetched
     link.report(origin, why)    # lower a peer's swarm score (e.g. it lied about a reward)
 
 Generation and training never wait on the network: until the transport is up (it retries with
@@ -27,6 +28,7 @@ from protocol import Identity, RolloutGroup
 from swarm.inbox import InboxItem
 from swarm.misconduct import Misconduct
 from swarm.peer import SwarmConfig, SwarmPeer
+from swarm.summaries import Summary
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +163,18 @@ class SwarmLink:
         items = self._call(drain, [])
         self.counts["drained"] += len(items)
         return items
+
+    def drain_summaries(self, max_n: int) -> list[Summary]:
+        """Outcome summaries peers announced (at most `max_n`, oldest first, banned peers' dropped,
+        one per group id, capped per announcer: swarm/summaries.py); never blocks long."""
+
+        async def drain() -> list[Summary]:
+            assert self.peer is not None
+            return self.peer.gossip.drain_summaries(max_n)
+
+        summaries = self._call(drain, [])
+        self.counts["summaries_drained"] += len(summaries)
+        return summaries
 
     def report(self, origin: str, reason: Misconduct) -> None:
         if self._loop is not None and self.connected:

@@ -57,6 +57,7 @@ from protocol.messages import (
     logprob_array,
     token_array,
 )
+from protocol.outcome import claimed_successes, group_prompt_key, prompt_key, task_name
 from protocol.validators import (
     ACCEPT,
     Accept,
@@ -75,7 +76,8 @@ __all__ = [
     "IdentityError", "Limits", "Message", "MessageType", "PeerCard", "ProtocolError", "Reject",
     "RejectReason", "Rejected", "RejectionCounter", "Request", "Response", "RolloutGroup",
     "SamplingParams", "TaskRef", "ValidatorChain", "Verdict",
-    "compute_group_id", "decode", "decode_envelope", "decode_message", "default_chain", "encode",
-    "encode_payload", "generate_key_file", "group_signature_valid", "load_key_file", "logprob_array",
-    "peer_id_from_public_key", "public_key_from_peer_id", "save_key_file", "sign_group", "token_array",
+    "claimed_successes", "compute_group_id", "decode", "decode_envelope", "decode_message", "default_chain", "encode",
+    "encode_payload", "generate_key_file", "group_prompt_key", "group_signature_valid", "load_key_file", "logprob_array",
+    "peer_id_from_public_key", "prompt_key", "public_key_from_peer_id", "save_key_file", "sign_group",
+    "task_name", "token_array",
 ]  # fmt: skip

@@ -19,7 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-PROTOCOL_VERSION: tuple[int, int] = (1, 1)  # (major, minor); rules in protocol/codec.py
+PROTOCOL_VERSION: tuple[int, int] = (1, 2)  # (major, minor); rules in protocol/codec.py
+# 1.1 added RolloutGroup.truncated; 1.2 added AnnounceItem.prompt_key and .successes.
 
 
 class MessageType(IntEnum):
@@ -168,6 +169,12 @@ class AnnounceItem:
     size_bytes: int  # [sz] encoded group size in bytes; 0..max_frame_bytes
     policy_version: int  # [pv] policy version that sampled it; 0..max_policy_version
     difficulty: float | None = None  # [d] optional estimate in [0, 1] (e.g. 1 - mean reward)
+    # [pk] minor 2, optional, with ns: 16-byte protocol.outcome.prompt_key of the group's (task name,
+    # question); sent by the group's origin only.  A claim of the announcer, checked on fetch.
+    prompt_key: bytes | None = None
+    # [ns] minor 2, optional, with pk: completions the origin scored correct (claimed `correctness`
+    # >= 0.5, protocol.outcome.claimed_successes); 0..n.
+    successes: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

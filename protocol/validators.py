@@ -17,6 +17,8 @@ before anything stateful, integrity before semantics):
     OriginSignatureValid every group is signed by its claimed origin
     GroupConsistent      lengths agree, logprobs finite and <= 0, rewards finite and not
                          ragged, policy version plausible, not created in the future
+    AnnounceConsistent   outcome summaries (minor 2): prompt key and successes go together,
+                         successes <= the item's completion count
     CardMatchesSender    a PeerCard describes its own sender
 
 Blame: every rejection is counted per reason and per peer (`RejectionCounter`) for the swarm
@@ -45,7 +47,7 @@ from protocol.envelope import Envelope
 from protocol.errors import ProtocolError, RejectReason
 from protocol.identity import IdentityError
 from protocol.limits import DEFAULT_LIMITS, Limits
-from protocol.messages import Message, PeerCard, Response, RolloutGroup
+from protocol.messages import Announce, Message, PeerCard, Response, RolloutGroup
 from protocol.replay import NonceCache, Replay
 
 # Per-token checks look only at the most significant byte of each 4-byte value (bytes sliced with
@@ -255,6 +257,24 @@ class GroupConsistent:
         return ACCEPT
 
 
+class AnnounceConsistent:
+    """An item's outcome summary is whole and possible: `pk` and `ns` both or neither, `ns <= n`.
+    (Whether it is true is only known after a fetch: the node's check, node/exchange.py.)"""
+
+    def __call__(self, envelope: Envelope, message: Message) -> Verdict:
+        if not isinstance(message, Announce):
+            return ACCEPT
+        for k, item in enumerate(message.items):
+            if (item.prompt_key is None) != (item.successes is None):
+                return Reject(RejectReason.INCONSISTENT, f"item {k}: pk and ns go together")
+            if item.successes is not None and item.successes > item.num_completions:
+                return Reject(
+                    RejectReason.OUT_OF_BOUNDS,
+                    f"item {k}: {item.successes} successes of {item.num_completions}",
+                )
+        return ACCEPT
+
+
 class CardMatchesSender:
     def __call__(self, envelope: Envelope, message: Message) -> Verdict:
         if isinstance(message, PeerCard) and message.peer_id != envelope.sender:
@@ -389,6 +409,7 @@ def default_chain(
         GroupIdMatches(),
         OriginSignatureValid(),
         GroupConsistent(limits, window.max_future_ms),
+        AnnounceConsistent(),
         CardMatchesSender(),
     ]
     return ValidatorChain(envelope_validators, message_validators, limits=limits, counter=counter)

@@ -32,6 +32,7 @@ from protocol.messages import (
     logprobs_from_le_bytes,
     tokens_from_le_bytes,
 )
+from protocol.outcome import PROMPT_KEY_BYTES
 
 Wire = dict[str, Any]  # a decoded msgpack map; values are checked before use
 _I64_MAX = 2**63 - 1
@@ -308,6 +309,8 @@ def announce_to_wire(a: Announce) -> Wire:
         item: Wire = {"id": it.group_id, "task": it.task, "n": it.num_completions, "sz": it.size_bytes,
                       "pv": it.policy_version}  # fmt: skip
         _put(item, "d", None if it.difficulty is None else float(it.difficulty))
+        _put(item, "pk", it.prompt_key)
+        _put(item, "ns", it.successes)
         items.append(item)
     return {"i": items}
 
@@ -321,6 +324,9 @@ def announce_from_wire(value: Any, limits: Limits, path: str = "announce") -> An
         difficulty = None
         if _get(it, "d", p, optional=True) is not None:
             difficulty = _bounded_float(it, "d", p, 0.0, 1.0)
+        prompt_key = _get(it, "pk", p, optional=True)
+        if prompt_key is not None:
+            prompt_key = _bin(prompt_key, f"{p}.pk", PROMPT_KEY_BYTES)
         items.append(AnnounceItem(
             group_id=_bin(_get(it, "id", p, optional=False), f"{p}.id", 32),
             task=_str(it, "task", p, limits.max_name_bytes),
@@ -328,6 +334,8 @@ def announce_from_wire(value: Any, limits: Limits, path: str = "announce") -> An
             size_bytes=_req_int(it, "sz", p, 0, limits.max_frame_bytes),
             policy_version=_req_int(it, "pv", p, 0, _I64_MAX),
             difficulty=difficulty,
+            prompt_key=prompt_key,
+            successes=_opt_int(it, "ns", p, 0, limits.max_completions),  # <= n: a validator's call
         ))  # fmt: skip
     return Announce(items=tuple(items))
 

@@ -16,6 +16,9 @@ itself never pushed):
 4. Every `sync_interval` a peer asks a random neighbour for its inventory (the newest entries
    of its `Outbox`) and treats the answer like an announce: this repairs lost announces and is
    how a late joiner catches up with groups that are still served (`Outbox.ttl`).
+5. Outcome summaries in announces (an origin's prompt key and success count per group) go to a
+   bounded `SummaryQueue` whether or not the group is fetched (swarm/summaries.py); the node
+   takes them with `drain_summaries`.
 
 Defences, in the order a pushed message meets them: drop if the transport sender is banned;
 token buckets on messages and bytes per sender; exact-duplicate bytes from the same sender;
@@ -55,6 +58,7 @@ from swarm.rate_limit import PeerRateLimiter
 from swarm.request_budget import Admission, RequestBudget
 from swarm.scoring import PeerScores, ScoreParams
 from swarm.seen_cache import SeenCache
+from swarm.summaries import Summary, SummaryConfig, SummaryQueue
 from swarm.transport import Transport, TransportError
 from swarm.wire import (
     BANNED,
@@ -100,6 +104,7 @@ class GossipConfig:
     card_ttl: float = 35.0  # a member not refreshed within this is dropped
     score: ScoreParams = field(default_factory=ScoreParams)
     allowlist: frozenset[str] | None = None  # private swarm: only these peer ids (None: open)
+    summaries: SummaryConfig = field(default_factory=SummaryConfig)  # outcome-summary queue bounds
 
     @property
     def topic(self) -> str:
@@ -136,6 +141,7 @@ class Gossip:
         self.inbox = Inbox(config.inbox_capacity, sp.max_inbox_share)
         self.outbox = Outbox(config.outbox_capacity, config.outbox_max_bytes, config.serve_ttl, loop_time)
         self.members = Membership(config.card_ttl, loop_time)
+        self.summaries = SummaryQueue(config.summaries, loop_time)
         self._pending = PendingFetches(config.max_pending)  # ids being fetched, their holders
         self._fetch_slots = asyncio.Semaphore(config.max_concurrent_fetches)
         self._to_announce: list[AnnounceEntry] = []
@@ -193,6 +199,10 @@ class Gossip:
         self._announce([entry])
         return entry.group_id
 
+    def drain_summaries(self, max_n: int) -> list[Summary]:
+        """Outcome summaries heard since the last call, oldest first; banned peers' dropped."""
+        return self.summaries.drain(max_n, self.scores.is_banned)
+
     def snapshot(self) -> dict[str, Any]:
         """Counters, gauges and per-peer scores as one JSON-able dict."""
         m = self.metrics
@@ -204,6 +214,9 @@ class Gossip:
         m.set("inbox_size", len(self.inbox))
         m.set("outbox_size", len(self.outbox))
         m.set("pending_fetches", len(self._pending))
+        m.set("summaries_waiting", len(self.summaries))
+        for why, n in self.summaries.counts.items():
+            m.set(f"summaries_{why}", n)
         scores = self.scores.snapshot()
         banned = sorted(p for p in scores if self.scores.is_banned(p))
         m.set("banned_peers", len(banned))
@@ -281,7 +294,12 @@ class Gossip:
                 await self._on_new_member(push.signer, push.addresses)
             return
         self.members.update(push.signer, [])
+        self._hear_summaries(push.summaries)
         self._consider(push.entries, push.signer)
+
+    def _hear_summaries(self, summaries: list[Summary]) -> None:
+        for summary in summaries:
+            self.summaries.offer(summary)
 
     async def _on_new_member(self, peer_id: str, addresses: list[str]) -> None:
         """Dial members we are not connected to, so fetches can reach them (GossipSub meshes)."""
@@ -461,4 +479,5 @@ class Gossip:
         except Rejected as e:
             self._reject(peer, e.reason)
             return
+        self._hear_summaries(push.summaries)
         self._consider(push.entries, peer)

@@ -7,6 +7,11 @@
 * An inventory pull sends our `PeerCard` (which also authenticates us and refreshes our
   membership at the holder) and is answered by an `Announce` of the holder's newest groups,
   or by empty bytes when it holds none (an Announce needs at least one item).
+* Outcome summaries (protocol 1.2, protocol/outcome.py): the items of our own groups carry
+  `prompt_key` and `successes`; groups we admitted from others are re-announced without them,
+  since a summary is a claim its signer answers for and a relay cannot vouch for the origin's
+  scoring.  Opening an Announce turns each summarised item into a `swarm.summaries.Summary`
+  signed by the announcer.
 
 Every frame from a peer goes through one `protocol.ValidatorChain` per gossip engine (it owns
 the replay cache), and must be signed by the transport-authenticated peer that handed it to
@@ -40,22 +45,41 @@ from protocol import (
     encode_payload,
     sign_group,
 )
+from protocol.outcome import claimed_successes, group_prompt_key, task_name
+from swarm.summaries import Summary
 from swarm.wire import AnnounceEntry, Push, Rejected
 
 
-def entry_for(group: RolloutGroup, size: int | None = None) -> AnnounceEntry:
-    """The announce entry summarizing a signed group."""
+def entry_for(group: RolloutGroup, size: int | None = None, *, summarize: bool = False) -> AnnounceEntry:
+    """The announce entry of a signed group; with `summarize` (our own groups only) its outcome
+    summary too, when the group has a question and claims a correctness for every completion."""
     if size is None:
         size = len(encode_payload(group)[1])
-    task = group.task.dataset or "question"
+    key = successes = None
+    if summarize:
+        key, successes = group_prompt_key(group), claimed_successes(group)
+        if key is None or successes is None:
+            key = successes = None
     item = AnnounceItem(
         group_id=group.group_id,
-        task=task,
+        task=task_name(group.task),
         num_completions=len(group.completions),
         size_bytes=size,
         policy_version=group.policy_version,
+        prompt_key=key,
+        successes=successes,
     )
     return AnnounceEntry(group.group_id.hex(), size, item, group.origin)
+
+
+def summaries_of(items: tuple[AnnounceItem, ...], signer: str) -> list[Summary]:
+    """The outcome summaries among an Announce's items (validated: pk and ns together, ns <= n)."""
+    return [
+        Summary(origin=signer, task=i.task, prompt_key=i.prompt_key.hex(), n=i.num_completions,
+                successes=i.successes, policy_version=i.policy_version, group_id=i.group_id.hex())
+        for i in items
+        if i.prompt_key is not None and i.successes is not None
+    ]  # fmt: skip
 
 
 class ProtocolWire:
@@ -97,7 +121,7 @@ class ProtocolWire:
     def seal_group(self, group: RolloutGroup) -> tuple[AnnounceEntry, RolloutGroup]:
         if group.origin != self.identity.peer_id or not group.origin_signature:
             group = sign_group(group, self.identity)
-        return entry_for(group), group
+        return entry_for(group, summarize=True), group
 
     def seal_announce(self, entries: list[AnnounceEntry]) -> bytes:
         return self._seal(Announce(items=tuple(e.item for e in entries)))
@@ -146,7 +170,7 @@ class ProtocolWire:
         message = self._open(data, sender)
         if isinstance(message, Announce):
             entries = [AnnounceEntry(i.group_id.hex(), i.size_bytes, i) for i in message.items]
-            return Push(sender, entries)
+            return Push(sender, entries, summaries=summaries_of(message.items, sender))
         if isinstance(message, PeerCard):
             return Push(sender, [], list(message.addresses))
         raise Rejected(RejectReason.UNKNOWN_TYPE.value, f"{type(message).__name__} on the broadcast topic")

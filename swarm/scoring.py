@@ -43,6 +43,9 @@ def _default_penalties() -> dict[str, float]:
         "empty_limited": 1.0,  # a request refused for asking too often for groups we do not hold
         "fetch_failed": 0.5,  # honest peers die too: kept small
         "reward_mismatch": 10.0,  # reported by the node: a claimed reward our verifier contradicts
+        # reported by the node: an announced success count (or prompt key) the fetched group
+        # contradicts.  As costly as a reward lie: it steers what receivers train on just as well.
+        "summary_mismatch": 10.0,
     }
     return table
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from swarm.summaries import Summary
+
 # Swarm-level rejection reasons (protocol/errors.py owns the codec and validator ones).
 RATE_LIMITED = "rate_limited"  # over the sender's token bucket
 FETCH_FAILED = "fetch_failed"  # a holder did not answer a fetch (not counted as a rejection)
@@ -52,6 +54,7 @@ class Push:
     signer: str  # peer id whose signature verified (always the transport-level sender)
     entries: list[AnnounceEntry]  # for an Announce (empty for a PeerCard)
     addresses: list[str] | None = None  # for a PeerCard: the signer's listen addresses
+    summaries: list[Summary] = field(default_factory=list)  # outcome claims in an Announce's items
 
 
 class Wire(Protocol):

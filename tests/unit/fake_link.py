@@ -2,7 +2,8 @@
 
 Tests fill `inbox` with `InboxItem`s; `publish` keeps the wire groups (`published`) and, signed
 with the node's key as the swarm layer would deliver them to a peer, as `sent` InboxItems, so
-one node's output can be another's input.  `reports` records the misconduct the node reported.
+one node's output can be another's input.  `reports` records the misconduct the node reported;
+tests put `swarm.summaries.Summary` records in `summaries` for `drain_summaries`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class FakeLink:
         self.published: list[RolloutGroup] = []
         self.sent: list[InboxItem] = []
         self.reports: list[tuple[str, object]] = []
+        self.summaries: list = []
         self.last_metrics = {"connected_peers": 1, "admitted_groups": 0}
 
     peer_id = property(lambda self: self.identity.peer_id)
@@ -43,6 +45,10 @@ class FakeLink:
 
     def drain(self, n):
         out, self.inbox = self.inbox[:n], self.inbox[n:]
+        return out
+
+    def drain_summaries(self, n):
+        out, self.summaries = self.summaries[:n], self.summaries[n:]
         return out
 
     def report(self, origin, reason):

@@ -31,6 +31,7 @@ from protocol import (  # noqa: E402
     sign_group,
     token_array,
 )
+from protocol.outcome import prompt_key_digest  # noqa: E402
 
 # RFC 8032 section 7.1, TEST 1 secret key: anyone can re-derive the public key and peer id.
 SEED = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
@@ -95,7 +96,8 @@ def sample_messages() -> dict[str, Message]:
         ),
         "announce": Announce(items=(
             AnnounceItem(group_id=group.group_id, task="basic_arithmetic", num_completions=2,
-                         size_bytes=812, policy_version=12, difficulty=0.5),
+                         size_bytes=812, policy_version=12, difficulty=0.5,
+                         prompt_key=prompt_key_digest("basic_arithmetic", "What is 2 + 2?"), successes=1),
             AnnounceItem(group_id=bytes(32), task="question", num_completions=4, size_bytes=100,
                          policy_version=0),
         )),
