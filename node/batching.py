@@ -7,6 +7,7 @@ Each row is the contiguous sequence `prompt_ids + completion_ids`, right-padded.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +27,8 @@ class PackedBatch:
     versions: Tensor  # [B] long: OUR policy version that produced each row's behaviour log-probs
     old_logprobs: Tensor | None  # [B, T-1] float: log pi_old recorded before the update, 0 elsewhere
     sources: Tensor  # [B] long: 0 = our own sample, k > 0 = the k-th peer of the step's batch
+    row_weights: Tensor  # [B] float: per-row loss weight (the foreign gate; 1 = untouched)
+    sampler_lags: Tensor  # [B] long: versions the sampler moved since the row (`sampler_lags`)
 
 
 def pack_tokens(completions: list[Completion], pad_id: int) -> tuple[Tensor, Tensor]:
@@ -46,12 +49,36 @@ def source_ids(completions: list[Completion]) -> list[int]:
     return [0 if c.local else index.setdefault(c.origin, len(index) + 1) for c in completions]
 
 
+def sampler_lags(
+    completions: list[Completion], version: int, newest: Mapping[str, int] | None = None
+) -> list[int]:
+    """Per row, how many versions its sampler has moved since it sampled it (never negative).
+
+    Our rows: ``version - policy_version`` (our counter).  A peer's row with an ``origin_version``:
+    the origin's newest version seen minus the row's, in the origin's own counter, where "newest"
+    is the larger of ``newest[origin]`` (what admission saw, `Admission.newest`) and the newest
+    row of that origin in this batch; a peer row without one falls back to our counter.
+    """
+    latest = dict(newest or {})
+    for c in completions:
+        if not c.local and c.origin_version is not None:
+            latest[c.origin] = max(latest.get(c.origin, c.origin_version), c.origin_version)
+    return [
+        max(latest[c.origin] - c.origin_version, 0)
+        if not c.local and c.origin_version is not None
+        else max(version - c.policy_version, 0)
+        for c in completions
+    ]
+
+
 def pack(
     completions: list[Completion],
     advantages: Tensor,
     pad_id: int,
     old_logprobs: list[list[float]] | None = None,
     sources: list[int] | None = None,
+    row_weights: list[float] | None = None,
+    lags: list[int] | None = None,
 ) -> PackedBatch:
     input_ids, attention = pack_tokens(completions, pad_id)
     rows, width = input_ids.shape
@@ -69,7 +96,9 @@ def pack(
                 old[r, p - 1 : p + n - 1] = torch.tensor(old_logprobs[r])
     versions = torch.tensor([c.policy_version for c in completions], dtype=torch.long)
     src = torch.tensor(sources if sources is not None else source_ids(completions), dtype=torch.long)
-    return PackedBatch(input_ids, attention, mask, behavior, adv, versions, old, src)
+    weights = torch.tensor(row_weights if row_weights is not None else [1.0] * rows, dtype=torch.float32)
+    lag = torch.tensor(lags if lags is not None else [0] * rows, dtype=torch.long)
+    return PackedBatch(input_ids, attention, mask, behavior, adv, versions, old, src, weights, lag)
 
 
 # Causal LMs whose logits are exactly `get_output_embeddings()(last hidden state)`: no softcap,

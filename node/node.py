@@ -232,7 +232,8 @@ class Node:
             adv = {i: a for (i, a), k in zip(adv.items(), rows.tolist()) if k}
             own_nll = mean_token_nll(c.behavior_logprobs for g in local for c in g.completions)
             swarm_info |= self.peers.record(peer, self._ours, own_nll, adv)
-        metrics = self.trainer.update(train_rows, out.advantages[rows])
+        newest = self.admission.newest if self.sharing else None  # the origins' clocks (staleness_clock)
+        metrics = self.trainer.update(train_rows, out.advantages[rows], newest)
         self.engine.sync_weights(self.trainer.version)
         self.replay.keep(local, self.step, now_ms, self.sharing.tok_hash if self.sharing else "")
         if self.sharing:

@@ -14,6 +14,10 @@ One `update` = one training step (one policy version):
 3. each mini-batch runs in micro-batches of `trainer.micro_batch_size` whose losses are already
    divided by the mini-batch's denominators, so accumulation equals the mini-batch loss.
 
+Before step 2, `node.algos.foreign.plan_rows` decides per row from the proximal pass (all off by
+default): the foreign gate may drop peer rows or give them a loss weight, the ESS check may drop
+them or shrink this step's learning rate, and advantages may be normalised per source.
+
 The shuffle is drawn from a generator seeded by (seed, policy version), so a resumed run draws
 the same mini-batches as an uninterrupted one.  With the defaults (one epoch, one mini-batch)
 rows keep their order and the update is the single on-policy step of GRPO.
@@ -23,14 +27,22 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor
 
-from node.algos.api import lr_scale, policy_loss, seq_log_weights
+from node.algos.api import lr_scale, plan_rows, policy_loss, row_means, seq_log_weights
 from node.algos.config import AlgorithmConfig
 from node.algos.types import LossInputs, Requirements
-from node.batching import first_completion_position, pack, pack_tokens, source_ids, token_logprobs
+from node.batching import (
+    first_completion_position,
+    pack,
+    pack_tokens,
+    sampler_lags,
+    source_ids,
+    token_logprobs,
+)
 from node.config import TrainerConfig
 from node.records import Completion
 
@@ -122,14 +134,41 @@ class Trainer:
                 out.append(logp[r, p - 1 : p - 1 + len(c.completion_ids)].float().cpu().tolist())
         return out
 
-    def update(self, completions: list[Completion], advantages: Tensor) -> dict[str, float]:
-        """One training step on these completions with these [N] advantages (see the docstring)."""
+    def update(
+        self,
+        completions: list[Completion],
+        advantages: Tensor,
+        origin_newest: Mapping[str, int] | None = None,
+    ) -> dict[str, float]:
+        """One training step on these completions with these [N] advantages (see the docstring).
+
+        `origin_newest`: the newest version seen from each peer origin (`Admission.newest`), the
+        origin's clock for `algorithm.staleness_clock=origin`; without it, the batch's own newest."""
         if not completions:  # every row was dropped (e.g. all truncated under mask_truncated)
             return {"skipped_empty_batch": 1.0}
         t0 = time.perf_counter()
         self.model.train()
         old = self.policy_logprobs(completions) if self.req.old_logprobs else None
         sources = source_ids(completions)
+        lags = sampler_lags(completions, self.version, origin_newest)
+        plan = plan_rows(
+            advantages,
+            torch.tensor(sources, dtype=torch.long),
+            row_means(old) if old is not None else None,
+            row_means([c.behavior_logprobs for c in completions]) if old is not None else None,
+            self.algo,
+        )
+        kept = plan.keep.nonzero().flatten().tolist()
+        if len(kept) < len(completions):  # the foreign gate or the ESS check dropped peer rows
+            completions, sources, lags = (
+                [completions[i] for i in kept],
+                [sources[i] for i in kept],
+                [lags[i] for i in kept],
+            )
+            old = [old[i] for i in kept] if old is not None else None
+            if not completions:
+                return plan.metrics | {"skipped_empty_batch": 1.0}
+        advantages, weights = plan.advantages[kept], plan.weight[kept].tolist()
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.version)
         orders = minibatch_orders(len(completions), self.cfg.mini_batch_size, self.cfg.ppo_epochs, gen)
         sums: dict[str, float] = {}
@@ -140,11 +179,14 @@ class Trainer:
                 advantages[idx],
                 [old[i] for i in idx] if old is not None else None,
                 [sources[i] for i in idx],
+                [weights[i] for i in idx],
+                [lags[i] for i in idx],
+                plan.lr_scale,
             )
             seen_tokens += int(m.pop("_tokens"))
             for k, v in m.items():
                 sums[k] = sums.get(k, 0.0) + v
-        metrics = {k: v / len(orders) for k, v in sums.items()}  # mean over optimizer steps
+        metrics = {k: v / len(orders) for k, v in sums.items()} | plan.metrics  # mean over optimizer steps
         self.version += 1
         elapsed = time.perf_counter() - t0
         metrics.update(
@@ -153,7 +195,14 @@ class Trainer:
         return metrics
 
     def _optimizer_step(
-        self, rows: list[Completion], advantages: Tensor, old: list[list[float]] | None, sources: list[int]
+        self,
+        rows: list[Completion],
+        advantages: Tensor,
+        old: list[list[float]] | None,
+        sources: list[int],
+        row_weights: list[float],
+        lags: list[int],
+        step_scale: float,
     ) -> dict[str, float]:
         n_tokens = float(sum(len(c.completion_ids) for c in rows))
         metrics: dict[str, float] = {}
@@ -169,6 +218,8 @@ class Trainer:
                 self.pad_id,
                 old[part] if old is not None else None,
                 sources[part],
+                row_weights[part],
+                lags[part],
             )
             first = first_completion_position(rows[part])
             ids = batch.input_ids.to(self.device)
@@ -212,6 +263,8 @@ class Trainer:
                 behavior_versions=batch.versions.to(self.device),
                 policy_version=self.version,
                 sources=batch.sources.to(self.device),
+                row_weights=batch.row_weights.to(self.device),
+                sampler_lags=batch.sampler_lags.to(self.device),
             )
             log_weights.append(seq_log_weights(inputs.old_logprobs, inputs.behavior_logprobs, inputs.mask))
             out = policy_loss(inputs, self.algo)
@@ -221,7 +274,7 @@ class Trainer:
                 metrics[k] = metrics.get(k, 0.0) + v
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
         scale = lr_scale(torch.cat(log_weights), self.algo)
-        lr = self.lr_at(self.version) * scale
+        lr = self.lr_at(self.version) * scale * step_scale
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         if math.isfinite(float(grad_norm)):

@@ -7,8 +7,9 @@ Per step, the node/trainer calls, in order:
 2. around generation: `keep_groups` / `should_generate_more` (dynamic sampling), then
    `shape_rewards` (overlong shaping, KL-in-reward) and `row_keep` (truncated completions).
 3. `advantages_with_keep` (or `compute_advantages`): drop rows with ``keep = False``.
-4. `lr_scale(seq_log_weights(...), cfg)`: multiply the step's learning rate by it.
-5. `policy_loss` per micro-batch.
+4. `plan_rows` once per training step (foreign gate, ESS check, per-source advantages).
+5. `lr_scale(seq_log_weights(...), cfg)`: multiply the step's learning rate by it.
+6. `policy_loss` per micro-batch.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from node.algos.dapo import (
     should_generate_more,
     truncation_mask,
 )
+from node.algos.foreign import needs_prox, plan_rows, row_means
 from node.algos.losses import kl_reward_penalty
 from node.algos.registry import ADVANTAGES, LOSSES, MODIFIERS
 from node.algos.types import AdvantageInputs, AdvantageOutputs, LossInputs, LossOutputs, Requirements
@@ -37,9 +39,11 @@ __all__ = [
     "compute_advantages",
     "keep_groups",
     "lr_scale",
+    "plan_rows",
     "policy_loss",
     "requirements",
     "row_keep",
+    "row_means",
     "seq_log_weights",
     "shape_rewards",
     "should_generate_more",
@@ -122,7 +126,7 @@ def requirements(cfg: AlgorithmConfig) -> Requirements:
         ref_in_loss=cfg.kl_coef > 0,
         entropy=cfg.entropy_coef > 0 or cfg.entropy_mask_rho is not None,
         entropy_grad=cfg.entropy_coef > 0,
-        old_logprobs=cfg.prox_logprobs == "recompute",
+        old_logprobs=cfg.prox_logprobs == "recompute" or needs_prox(cfg),
         behavior_versions=cfg.prox_logprobs == "loglinear" or cfg.max_staleness is not None,
         baseline_rewards=any(n.baseline_rewards for n in declared),
         seq_logprobs=any(n.seq_logprobs for n in declared),

@@ -13,6 +13,14 @@ Three policies (catalog section D, notation of AReaL):
 applies the same way: the PPO ratio is taken against ``prox_logprobs``, the token loss is
 multiplied by ``weight`` (detached) and ``keep`` (0/1), and the denominators stay the original
 valid-token counts: a token dropped by any mask here (IS cap, M2PO, staleness) still counts.
+``LossInputs.row_weights`` (the foreign gate's weights, node/algos/foreign.py) multiply ``weight``.
+
+Staleness (``max_staleness``) is counted on one of two clocks (``staleness_clock``): ``ours``,
+our versions since the row's behaviour log-probs were made (``policy_version - behavior_versions``;
+for a peer row that is when we took it in, or filled its log-probs); ``origin``, the versions its
+sampler has moved since it sampled the row (``LossInputs.sampler_lags``, node/batching.py
+`sampler_lags`): for a peer row the origin's newest version seen minus the row's
+``origin_version``, in the origin's own counter, for our rows the same as ``ours``.
 On-policy data (``mu == pi_prox``) get weight 1 and keep 1 from every function here, so the
 corrections are no-ops there.
 
@@ -218,12 +226,19 @@ def corrections(inputs: LossInputs, cfg: AlgorithmConfig) -> Corrections:
         mp = minpro_weight(inputs.policy_logprobs, behavior, mask)
         metrics["offpolicy/minpro_weight"] = token_mean_metric(mp, inputs)
         weight = weight * mp
+    if inputs.row_weights is not None:  # the foreign gate's per-row weight (node/algos/foreign.py)
+        weight = weight * inputs.row_weights[:, None].to(weight.dtype)
     if cfg.max_staleness is not None:
-        if inputs.behavior_versions is None:
+        if cfg.staleness_clock == "origin":
+            if inputs.sampler_lags is None:
+                raise ValueError("staleness_clock=origin needs LossInputs.sampler_lags")
+            fresh = _versions(inputs.sampler_lags <= cfg.max_staleness, prox)
+        elif inputs.behavior_versions is None:
             raise ValueError("max_staleness needs LossInputs.behavior_versions")
-        fresh = _versions(
-            staleness_mask(inputs.behavior_versions, inputs.policy_version, cfg.max_staleness), prox
-        )
+        else:
+            fresh = _versions(
+                staleness_mask(inputs.behavior_versions, inputs.policy_version, cfg.max_staleness), prox
+            )
         fresh = fresh.to(prox.dtype)
         metrics["offpolicy/stale"] = token_mean_metric(1 - fresh, inputs)
         keep = keep * fresh

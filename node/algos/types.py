@@ -56,6 +56,12 @@ class LossInputs:
     behavior_versions: Tensor | None = None  # [B] or [B, T] long: OUR version that produced behavior_logprobs
     policy_version: int = 0  # version of pi_theta before this step
     sources: Tensor | None = None  # [B] long: 0 = our own sample, k > 0 = the k-th peer in the step's batch
+    row_weights: Tensor | None = (
+        None  # [B] float, detached: multiplies each row's token losses (foreign gate)
+    )
+    sampler_lags: Tensor | None = (
+        None  # [B] long: versions the row's sampler moved since (origin's clock for peers)
+    )
 
 
 @dataclass

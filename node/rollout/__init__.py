@@ -13,7 +13,9 @@ def build_engine(cfg, policy, renderer: Renderer, seed: int | None = None) -> Ro
     if cfg.backend == "transformers":
         from node.rollout.hf import HFEngine
 
-        return HFEngine(policy.model, policy.tokenizer, renderer.stop_ids, cfg.batch_size, policy.device)
+        return HFEngine(
+            policy.model, policy.tokenizer, renderer.stop_ids, cfg.batch_size, policy.device, cfg.compile
+        )
     from node.rollout.vllm import VLLMEngine, policy_source
 
     if seed is None:

