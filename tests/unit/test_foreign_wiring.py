@@ -8,7 +8,6 @@ import pytest
 import torch
 
 import node.swarm_link
-import node.trainer as trainer_mod
 from node.algos.config import AlgorithmConfig
 from node.algos.offpolicy import corrections
 from node.algos.types import LossInputs
@@ -19,6 +18,7 @@ from node.records import Completion, Group, Prompt, SamplingParams
 from protocol import Identity, sign_group
 from swarm.inbox import InboxItem
 from tests.unit.fake_link import FakeLink
+from tests.unit.test_ppo_update import recorded_losses
 from tests.unit.test_sharing import peer_group
 
 
@@ -72,22 +72,6 @@ def test_sampler_lags_hand_worked():
 
 
 # -- the join-mode node path --------------------------------------------------------------------
-def spy_losses(monkeypatch) -> list[dict]:
-    """Every policy-loss call's sources, row weights and metrics."""
-    calls: list[dict] = []
-    real = trainer_mod.policy_loss
-
-    def spy(inputs, cfg):
-        out = real(inputs, cfg)
-        calls.append(
-            out.metrics | {"sources": inputs.sources.tolist(), "weights": inputs.row_weights.tolist()}
-        )
-        return out
-
-    monkeypatch.setattr(trainer_mod, "policy_loss", spy)
-    return calls
-
-
 def rows_by_source(calls: list[dict]) -> tuple[list[float], list[float]]:
     pairs = [(s, w) for c in calls for s, w in zip(c["sources"], c["weights"])]
     return [w for s, w in pairs if s == 0], [w for s, w in pairs if s > 0]
@@ -113,7 +97,7 @@ def test_likelihood_gate_on_another_models_text(tiny_config, monkeypatch, mode):
         confident(n)
         peer = Identity.generate()
         n.sharing.link.inbox = [peer_group(n, i, peer) for i in range(2)]  # text, re-tokenized by us
-        calls = spy_losses(monkeypatch)
+        calls = recorded_losses(monkeypatch)
         metrics = n.train_step()
         own, foreign = rows_by_source(calls)
         assert metrics["swarm/external_groups"] == 2 and metrics["foreign/rows"] == 4
@@ -151,7 +135,7 @@ def test_ratio_gate_tells_a_peer_running_our_model_from_another(tiny_config, mon
     try:
         same, other = Identity.generate(), Identity.generate()
         n.sharing.link.inbox = [reused_group(n, 0, same, "ours"), reused_group(n, 1, other, "confident")]
-        calls = spy_losses(monkeypatch)
+        calls = recorded_losses(monkeypatch)
         metrics = n.train_step()
         own, foreign = rows_by_source(calls)
         assert all(w == 1.0 for w in own)
@@ -168,7 +152,7 @@ def test_ess_check_drops_the_foreign_rows(tiny_config, monkeypatch):
              "algorithm.foreign_ess_min=0.9")  # fmt: skip
     try:
         n.sharing.link.inbox = [reused_group(n, i, Identity.generate(), "confident") for i in range(2)]
-        calls = spy_losses(monkeypatch)
+        calls = recorded_losses(monkeypatch)
         metrics = n.train_step()
         own, foreign = rows_by_source(calls)
         assert foreign == [] and own and metrics["foreign/ess"] < 0.9
@@ -186,7 +170,7 @@ def test_origin_clock_drops_a_reused_row_the_origin_has_moved_past(tiny_config, 
         try:
             peer = Identity.generate()
             n.sharing.link.inbox = [reused_group(n, 0, peer, "ours", 3), reused_group(n, 1, peer, "ours", 9)]
-            calls = spy_losses(monkeypatch)
+            calls = recorded_losses(monkeypatch)
             n.train_step()
             stale_tokens = sum(c["offpolicy/stale"] for c in calls)
             assert (stale_tokens > 0) == bool(stale), clock

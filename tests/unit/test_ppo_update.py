@@ -44,7 +44,12 @@ def recorded_losses(monkeypatch) -> list[dict]:
     def spy(inputs, cfg):
         out = real(inputs, cfg)
         calls.append(
-            out.metrics | {"sources": inputs.sources.tolist(), "versions": inputs.behavior_versions.tolist()}
+            out.metrics
+            | {
+                "sources": inputs.sources.tolist(),
+                "versions": inputs.behavior_versions.tolist(),
+                "weights": inputs.row_weights.tolist() if inputs.row_weights is not None else None,
+            }
         )
         return out
 
