@@ -192,10 +192,7 @@ def load_policy(cfg: ModelConfig, for_training: bool = True) -> Policy:
         ) from None
     model.to(device)
     if for_training and cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-        model.config.use_cache = False
-        if cfg.lora.enabled:  # a frozen base gives checkpointed blocks no input that needs a grad
-            model.enable_input_require_grads()
+        enable_checkpointing(model, cfg.lora.enabled)
     if cfg.lora.enabled:
         from node import lora
 
@@ -204,6 +201,21 @@ def load_policy(cfg: ModelConfig, for_training: bool = True) -> Policy:
             print(f"[policy] {lora.summary(model)}", flush=True)
     model.train(for_training)
     return Policy(model=model, tokenizer=tokenizer, device=device, name=cfg.name)
+
+
+def enable_checkpointing(model: torch.nn.Module, lora: bool) -> None:
+    """Recompute each decoder block's activations in backward (`model.gradient_checkpointing`).
+
+    Non-reentrant checkpointing (transformers' default), so the loss and gradients are the same as
+    without it (tests/unit/test_gradient_checkpointing.py); generation is unaffected (the engine
+    generates in eval mode).  Measured cost and saving: docs/benchmarks.md, GPU section.
+    """
+    # transformers >= 5.20 renamed it; the older name still works there, with a warning
+    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+    enable()
+    model.config.use_cache = False
+    if lora:  # a frozen base gives checkpointed blocks no input that needs a grad
+        model.enable_input_require_grads()
 
 
 def load_reference(policy: Policy):
