@@ -139,7 +139,7 @@ def test_replayed_groups_are_older_policy_samples(warm, tmp_path):
     handed, trained = [], []
     replay, update = node.replay.replay, node.trainer.update
     node.replay.replay = lambda *a: handed.extend(replay(*a)) or handed
-    node.trainer.update = lambda rows, adv: trained.extend(rows) or update(rows, adv)
+    node.trainer.update = lambda rows, adv, *more: trained.extend(rows) or update(rows, adv, *more)
     second = node.train_step()
     # half of 4 prompts is 2; the buffer may hold fewer
     assert second["replay/replayed"] == len(handed) == min(2, int(first["replay/buffer"])) > 0
