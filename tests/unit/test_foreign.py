@@ -177,3 +177,12 @@ def test_plan_source_norm_runs_over_kept_rows():
 def test_bad_switch_values_are_refused(key):
     with pytest.raises(ValueError):
         AlgorithmConfig.model_validate({key: "sometimes"})
+
+
+def test_gate_and_ess_check_need_the_proximal_pass_even_under_loglinear():
+    from node.algos.api import requirements
+
+    assert not requirements(AlgorithmConfig(prox_logprobs="loglinear")).old_logprobs
+    for kw in ({"foreign_gate": "drop"}, {"foreign_ess": "scale"}):
+        assert requirements(AlgorithmConfig(prox_logprobs="loglinear", **kw)).old_logprobs
+    assert not requirements(AlgorithmConfig(prox_logprobs="loglinear", source_adv_norm="scale")).old_logprobs
