@@ -144,19 +144,18 @@ class Node:
         return self.tasks[task].lookup(question) if task in self.tasks else None
 
     def _find_by_key(self, task: str, key: str) -> Prompt | None:
-        """Our training prompt with this outcome-summary key (an index built on first use over the
-        tasks that can list their prompts; tasks that cannot are never matched)."""
+        """Our training prompt with this outcome-summary key (the key already names the task); an
+        index built on first use over the tasks that can list their prompts (others never match)."""
         if self._by_key is None:
-            from protocol import prompt_key
+            from node.exchange import prompt_key_of
 
             self._by_key = {}
             for t in self.tasks.values():
                 if hasattr(t, "__len__") and hasattr(t, "prompt"):
                     for i in range(len(t)):
                         p = t.prompt(i)
-                        self._by_key.setdefault(prompt_key(t.name, p.question), p)
-        found = self._by_key.get(key)
-        return found if found is not None and found.task == task else None
+                        self._by_key.setdefault(prompt_key_of(p), p)
+        return self._by_key.get(key)
 
     def save(self) -> Path:
         return checkpoint.save(

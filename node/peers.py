@@ -27,6 +27,7 @@ from typing import Any
 
 from node.admission import Admission, AdmissionConfig, Reason
 from node.config import Config
+from node.exchange import summary_agrees
 from node.records import Group, Prompt
 from node.replay.buffer import BufferConfig, BufferEntry, ReplayBuffer
 from node.replay.layer import success_fraction
@@ -86,12 +87,13 @@ class Peers:
     def _check_summary(self, item: Any, group: Group) -> None:
         summary_for = getattr(self.sharing, "summary_for", None)
         s = summary_for(item.group_id) if summary_for else None
-        if s is None or s.origin != item.origin:
+        if s is None:
             return
-        if s.n != len(group.completions) or s.successes != successes(group, self.signal):
-            self.stats.lie(item.origin)
+        if not summary_agrees(s, item.group, successes(group, self.signal)):
+            origin = s.origin  # the announce's signer made the claim
+            self.stats.lie(origin)
             self.totals["summary_lies"] += 1
-            self._reports.append((item.origin, Misconduct.SUMMARY_MISMATCH))
+            self._reports.append((origin, Misconduct.SUMMARY_MISMATCH))
 
     def summaries(self, find_by_key: Callable[[str, str], Prompt | None]) -> list[tuple[Prompt, int, int]]:
         """Announced outcomes of prompts we train on, as (prompt, successes, n); nothing is fetched."""

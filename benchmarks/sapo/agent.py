@@ -98,8 +98,14 @@ class Agent:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        net = warm_model(args.seed, GPTConfig(d_model=args.d_model, n_layer=args.n_layer), args.cache)
-        self.task = ToyAddition(args.seed)  # every agent of a run has the same questions
+        config = GPTConfig(d_model=args.d_model, n_layer=args.n_layer)
+        if args.regime == "easy":
+            net = warm_model(args.seed, config, args.cache)
+        else:  # the sharing experiment's starts (benchmarks/sapo/lockstep.py)
+            from benchmarks.sapo.lockstep import warm
+
+            net = warm(args.regime, args.seed, args.index, Path(args.cache), small=args.d_model != 64)
+        self.task = ToyAddition(args.seed, size=args.size)  # every agent of a run has the same questions
         stream = 1000 * args.seed + args.index  # its own prompts, samples and mini-batch order
         tis = (
             {"is_level": "token", "is_cap": 2.0, "is_mode": "truncate"}
@@ -111,7 +117,7 @@ class Agent:
             "bootstrap": list(args.bootstrap), "external_groups": args.J,
             "per_peer_cap": args.per_peer_cap or max(1, math.ceil(args.J / 2)),
             "max_version_lag": args.max_version_lag, "peer_logprobs": args.peer_logprobs,
-            "start_timeout": args.start_timeout,
+            "start_timeout": args.start_timeout, "take": args.take, "adaptive_j": args.adaptive_j,
         }  # fmt: skip
         cfg = toy_config(stream, {
             "model": {"name": f"tinygpt-d{args.d_model}-l{args.n_layer}"}, "rollout": {"prompts_per_step": args.I},
@@ -279,6 +285,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--own-as-external", action="store_true",
                    help="control: the J groups are our own extra samples sent through the same path")  # fmt: skip
     p.add_argument("--lr", type=float, default=3e-4, help="trainer.lr")
+    p.add_argument("--take", choices=["uniform", "information"], default="uniform", help="swarm.take")
+    p.add_argument("--adaptive-j", action="store_true", help="swarm.adaptive_j")
+    p.add_argument("--regime", choices=["easy", "sparse", "hetero"], default="easy",
+                   help="starting models: the cached warm start (easy) or lockstep.py's sparse / hetero ones")  # fmt: skip
+    p.add_argument("--size", type=int, default=20_000, help="training questions")
     p.add_argument("--d-model", type=int, default=64)
     p.add_argument("--n-layer", type=int, default=2)
     p.add_argument("--start-timeout", type=float, default=60.0)

@@ -63,7 +63,16 @@ def plan(exp: str, n: int) -> dict[str, list[list[str]]]:
             "8/0 lr1e-4": [ij(8, 0) + ["--lr", "1e-4"]] * n,
             "4/4 lr1e-4": [ij(4, 4) + ["--lr", "1e-4"]] * n,
         }
-    raise SystemExit(f"unknown --exp {exp!r}; choose ij, liar, mixed or offpolicy")
+    if exp.startswith("sharing-"):  # issue 13's check over the real network (docs/sapo.md)
+        regime = ["--regime", exp.split("-", 1)[1], "--size", "2048"]
+        info = ["--take", "information"]
+        return {
+            "4/0": [ij(4, 0) + regime] * n,
+            "4/4 uniform": [ij(4, 4) + regime] * n,
+            "4/4 info": [ij(4, 4) + info + regime] * n,
+            "4/4 info adaptive": [ij(4, 4) + info + ["--adaptive-j"] + regime] * n,
+        }
+    raise SystemExit(f"unknown --exp {exp!r}; choose ij, liar, mixed, offpolicy or sharing-REGIME")
 
 
 class Children:
@@ -185,11 +194,17 @@ def prepare_warm_starts(exp: str, seeds: list[int], cache: str) -> None:
     for seed in seeds:
         for c in sizes:
             warm_model(seed, c, Path(cache))
+        if exp.startswith("sharing-"):
+            from benchmarks.sapo.lockstep import warm
+
+            for agent in (0, 1):
+                warm(exp.split("-", 1)[1], seed, agent, Path(cache))
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--exp", required=True, choices=["ij", "liar", "mixed", "offpolicy"])
+    p.add_argument("--exp", required=True,
+                   choices=["ij", "liar", "mixed", "offpolicy", "sharing-easy", "sharing-sparse", "sharing-hetero"])  # fmt: skip
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--rounds", type=int, default=300)
     p.add_argument("--agents", type=int, default=4)

@@ -64,3 +64,55 @@ def test_a_join_node_records_drift_usefulness_and_shows_them(make_node):  # noqa
     # the per-origin statistics survive a checkpoint
     state = n.components()["peer_stats"]
     assert sum(v["used"] for v in state.values()) == 2
+
+
+def _summary(item, successes: int):
+    from protocol.outcome import group_prompt_key, task_name
+    from swarm.summaries import Summary
+
+    g = item.group
+    return Summary(item.origin, task_name(g.task), group_prompt_key(g).hex(), len(g.completions), successes,
+                   g.policy_version, item.group_id)  # fmt: skip
+
+
+def test_outcome_summaries_are_evidence_before_any_fetch(make_node):  # noqa: F811
+    n = make_node("swarm.external_groups=1")
+    item = inbox(n, 1)[0]
+    prompt = n.sampler.tasks[0].prompt(0)
+    assert prompt.prompt_id not in n.replay.table
+    n.sharing.link.summaries = [_summary(item, 2)]  # 2 of 2 right, announced; the group never arrives
+    n.peer_groups()
+    est = n.replay.table.get(prompt.prompt_id)
+    # the swarm's outcome moved our estimate of that prompt, as peer evidence (weight rho, 2 completions)
+    assert est is not None and est.seen == 1 and est.evidence == pytest.approx(2 * n.cfg.replay.rho)
+    assert n.status({}, 1)["swarm"]["summaries"] == 1
+    # a summary for a prompt we do not train on is ignored
+    other = _summary(item, 1)
+    n.sharing.link.summaries = [type(other)(**{**other.__dict__, "prompt_key": "0" * 32, "group_id": "ab"})]
+    n.peer_groups()
+    assert n.status({}, 2)["swarm"]["summaries"] == 1
+
+
+def test_a_false_summary_costs_its_sender(make_node):  # noqa: F811
+    from swarm.misconduct import Misconduct
+
+    n = make_node("swarm.external_groups=1")
+    item = inbox(n, 1)[0]  # one right, one wrong: 1 success by our re-scoring
+    n.sharing.link.summaries = [_summary(item, 2)]  # claims 2
+    n.sharing.link.inbox = [item]
+    n.peer_groups()
+    assert (item.origin, Misconduct.SUMMARY_MISMATCH) in n.sharing.link.reports
+    assert n.peers.stats.by_origin[item.origin].lies == 1
+    # a true summary costs nothing, and the fetched group's evidence is not counted twice
+    m = make_node("swarm.external_groups=1")
+    item = inbox(m, 1)[0]
+    m.sharing.link.summaries = [_summary(item, 1)]
+    m.sharing.link.inbox = [item]
+    m.peer_groups()
+    assert m.sharing.link.reports == [] and m.peers.stats.by_origin[item.origin].lies == 0
+    est = m.replay.table.get(item_prompt_id(m))
+    assert est.seen == 1 and est.evidence == pytest.approx(2 * m.cfg.replay.rho)
+
+
+def item_prompt_id(n) -> str:
+    return n.sampler.tasks[0].prompt(0).prompt_id
