@@ -282,7 +282,8 @@ def rows(lab_dir: Path) -> list[dict[str, Any]]:
             "error": last_error(p["log"], or_last_line=code is not None) if failed else None, "log": p["log"], "step": s.get("step"),
             "steps": s.get("steps"), "reward": s.get("reward_local"), "peers": sw.get("peers"),
             "sent": sw.get("published"), "received": sw.get("received"), "admitted": sw.get("admitted"),
-            "used": sw.get("used"), "score": sum(given) / len(given) if given else None,
+            "used": sw.get("used"), "signal": sw.get("peer_signal_share"),
+            "score": sum(given) / len(given) if given else None,
         })  # fmt: skip
     return out
 
@@ -300,6 +301,7 @@ def table(node_rows: list[dict[str, Any]]) -> str:
         "received",
         "admitted",
         "used",
+        "signal",
         "score",
     ]
     lines = [cols]
@@ -310,7 +312,7 @@ def table(node_rows: list[dict[str, Any]]) -> str:
 
         lines.append([r["node"], str(r["pid"]), "running" if r["running"] else r.get("ended") or "exited",
                       f"{f(r['step'])}/{f(r['steps'])}", f(r["reward"], ".3f"), f(r["peers"]), f(r["sent"]),
-                      f(r["received"]), f(r["admitted"]), f(r["used"]), f(r["score"], ".1f")])  # fmt: skip
+                      f(r["received"]), f(r["admitted"]), f(r["used"]), f(r.get("signal"), ".0%"), f(r["score"], ".1f")])  # fmt: skip
     widths = [max(len(line[i]) for line in lines) for i in range(len(cols))]
     text = "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in lines)
     errors = [f"{r['node']} {r.get('ended') or 'exited'}: {r['error']}  (log: {r['log']})"

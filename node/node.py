@@ -307,6 +307,7 @@ class Node:
         swarm = None
         if self.sharing:
             swarm = self.sharing.status() | self.peers.status()
+            swarm["peer_signal_share"] = metrics.get("swarm/peer_signal_share")
         return {
             "version": software_version(),
             "pid": os.getpid(),

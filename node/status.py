@@ -78,6 +78,15 @@ class _StatusCollector:
             for k, v in sorted(values.items()):
                 family.add_metric([k], v)
             yield family
+        if swarm.get("peer_signal_share") is not None:
+            yield GaugeMetricFamily("swarmrl_swarm_signal_share", "share of the last step's |advantage| from peer rows",
+                                    value=swarm["peer_signal_share"])  # fmt: skip
+        useful = swarm.get("peers_useful") or []
+        if useful:
+            family = CounterMetricFamily("swarmrl_swarm_peer_used", "peer groups trained on, by origin", labels=["peer"])
+            for r in useful:
+                family.add_metric([r["peer"]], r["used"])
+            yield family
 
 
 def prometheus_text(status: dict[str, Any]) -> str:
@@ -259,6 +268,17 @@ def format_status(s: dict[str, Any], exited: str | None = None) -> str:
         lines.append("groups: " + "  ".join(f"{k} {sw.get(k, 0)}" for k in _COUNTERS))
         if sw.get("verdicts"):
             lines.append("admission: " + "  ".join(f"{k} {v}" for k, v in sorted(sw["verdicts"].items())))
+        if sw.get("peer_signal_share") is not None or sw.get("summaries"):
+            lines.append(
+                f"from the swarm: {num(sw.get('peer_signal_share'), '.0%')} of the last step's |advantage|  "
+                f"outcome summaries {sw.get('summaries', 0)} (false {sw.get('summary_lies', 0)})"
+            )
+        for r in sw.get("peers_useful") or []:
+            lines.append(
+                f"  peer {r['peer'][:16]}  used {r['used']}  admitted {r['admitted']}  lies {r['lies']}  "
+                f"mean |adv| {num(r['mean_abs_adv'], '.2f')}  drift {num(r['drift'], '.2f')} nats/token  "
+                f"reliability {num(r['reliability'], '.2f')}"
+            )
         if sw.get("rejections"):
             lines.append(
                 "rejected by the swarm layer: "

@@ -53,7 +53,14 @@ ARMS: dict[str, dict[str, Any]] = {
     "4/4 info liar": {"I": 4, "J": 4, "swarm": INFO, "agent0": "liar"},
     "4/4 info foreign": {"I": 4, "J": 4, "swarm": INFO, "agent0": "small"},
     "4/4 uniform liar": {"I": 4, "J": 4, "agent0": "liar"},
+    # diagnostics (run after the headline, docs/sapo.md): the foreign-sample corrections
+    "4/4 info gate": {"I": 4, "J": 4, "swarm": INFO, "algorithm": {"foreign_gate": "weight"}},
+    "4/4 info reuse": {"I": 4, "J": 4, "swarm": INFO | {"peer_logprobs": "reuse"},
+                       "algorithm": {"is_level": "token", "is_cap": 2.0, "foreign_gate": "weight",
+                                     "foreign_gate_stat": "ratio"}},
+    "4/4 info srcnorm": {"I": 4, "J": 4, "swarm": INFO, "algorithm": {"source_adv_norm": "scale"}},
 }
+HEADLINE, ROBUST, DIAGNOSTIC = list(ARMS)[:6], list(ARMS)[6:9], list(ARMS)[9:]
 REGIMES = ("easy", "sparse", "hetero")
 SMALL = {"d_model": 32, "n_layer": 1}  # the "different model" of the foreign arm
 
@@ -216,7 +223,8 @@ def one_run(regime: str, arm: str, seed: int, args: argparse.Namespace) -> dict[
 
 
 KEEP = ("reward_local", "reward_mean", "swarm/external_groups", "swarm/filled_locally", "swarm/replaced_zero_var",
-        "swarm/peer_signal_share", "swarm/take_value", "zero_var_groups", "clip_frac")  # fmt: skip
+        "swarm/peer_signal_share", "swarm/take_value", "zero_var_groups", "clip_frac", "foreign/gated_rows",
+        "foreign/gate_weight", "foreign/likelihood_gap", "foreign/ess")  # fmt: skip
 
 
 def build_warm(job: tuple[str, int, int, bool], cache: str) -> None:
@@ -233,7 +241,7 @@ def main() -> None:
     p.add_argument("--scratch", default="/tmp/sharing-scratch", help="node run folders")
     p.add_argument("--cache", default="runs/sapo/cache")
     p.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=REGIMES)
-    p.add_argument("--arms", nargs="+", default=list(ARMS)[:6], choices=list(ARMS))
+    p.add_argument("--arms", nargs="+", default=HEADLINE, choices=list(ARMS))
     p.add_argument("--robust", nargs="*", default=[], help="regimes that also run the liar/foreign arms")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--agents", type=int, default=4)
@@ -243,7 +251,7 @@ def main() -> None:
     p.add_argument("--eval-samples", type=int, default=4)
     p.add_argument("--jobs", type=int, default=1)
     args = p.parse_args()
-    robust = [a for a in ARMS if a not in list(ARMS)[:6]]
+    robust = ROBUST
     todo = [(reg, arm, s) for s in args.seeds for reg in args.regimes
             for arm in args.arms + (robust if reg in args.robust else [])
             if not (Path(args.out) / reg / f"{arm.replace('/', '-').replace(' ', '_')}_s{s}.json").exists()]  # fmt: skip

@@ -116,3 +116,19 @@ def test_a_false_summary_costs_its_sender(make_node):  # noqa: F811
 
 def item_prompt_id(n) -> str:
     return n.sampler.tasks[0].prompt(0).prompt_id
+
+
+def test_status_lab_and_prometheus_show_what_peers_taught(make_node):  # noqa: F811
+    from node.lab import table
+    from node.status import format_status, prometheus_text
+
+    n = make_node("swarm.external_groups=2", "swarm.take=information", "swarm.take_epsilon=0")
+    n.sharing.link.inbox = inbox(n, 2)
+    m = n.train_step()
+    s = n.status(m, 2)
+    text = format_status(s)
+    assert "from the swarm:" in text and f"peer {s['swarm']['peers_useful'][0]['peer'][:16]}" in text
+    assert "swarmrl_swarm_signal_share" in prometheus_text(s) and "swarmrl_swarm_peer_used" in prometheus_text(s)
+    row = {"node": "node0", "pid": 1, "running": True, "step": 1, "steps": 2, "reward": 0.5, "peers": 1,
+           "sent": 4, "received": 2, "admitted": 2, "used": 2, "signal": s["swarm"]["peer_signal_share"], "score": 0.0}
+    assert "signal" in table([row]).splitlines()[0] and "%" in table([row]).splitlines()[1]
