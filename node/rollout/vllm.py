@@ -165,6 +165,7 @@ class VLLMEngine:
             top_p=1.0 if sampling.greedy else sampling.top_p,
             max_tokens=sampling.max_new_tokens,
             stop_token_ids=self.stop_ids,
+            ignore_eos=not self.stop_ids,  # no stop ids: run to max_tokens (benchmarks force lengths so)
             logprobs=0,  # the sampled token's only
             detokenize=False,  # we decode with our tokenizer
             seed=derive_seed(self.seed, self.version, self.calls, job),

@@ -121,6 +121,12 @@ def test_max_tokens_and_stop_tokens_are_honoured(setup):
     assert c.completion_ids == free[: cut + 1] and c.finish_reason == "stop"  # the stop token is kept
     short = engine.generate(requests, 2, SamplingParams(3, temperature=1.0))
     assert all(len(c.completion_ids) == 3 and c.finish_reason == "length" for c in completions(short))
+    engine.stop_ids = []  # no stop ids at all: not even the model's EOS ends a completion
+    try:
+        full = engine.generate(requests, 4, SamplingParams(24, temperature=1.0))
+    finally:
+        engine.stop_ids = saved
+    assert all(len(c.completion_ids) == 24 for c in completions(full))
 
 
 def test_same_seed_and_history_give_the_same_samples(setup):
