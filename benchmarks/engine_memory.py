@@ -2,6 +2,7 @@
 
     python benchmarks/engine_memory.py                    # SmolLM2-135M (offline), CPU
     python benchmarks/engine_memory.py --model tiny       # the tiny test model
+    python benchmarks/engine_memory.py --only logprobs    # the trainer's log-prob pass alone
 
 Each case runs in a fresh child process and reports its peak resident memory above what the
 process held once the model was loaded (`ru_maxrss`: torch's CPU tensors are invisible to
@@ -117,11 +118,13 @@ def main() -> None:
     ap.add_argument("--prompt", type=int, default=32, help="trainer: prompt tokens a row")
     ap.add_argument("--train-new", type=int, default=224, help="trainer: completion tokens a row")
     ap.add_argument("--chunks", default="0,128,512,2048")
+    ap.add_argument("--only", choices=["engine", "logprobs"], help="run one kind of case")
     ap.add_argument("--case", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.case:
         return child(args)
     cases = ["engine=output_logits", "engine=recorder"] + [f"logprobs={c}" for c in args.chunks.split(",")]
+    cases = [c for c in cases if not args.only or c.startswith(args.only)]
     print(f"# {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"model={args.model}, batch={args.batch}")  # fmt: skip
     for case in cases:

@@ -12,13 +12,16 @@ tokenizer whose vocabulary is the model's, so TRL tokenizes exactly the ids we f
 Sections (`--sections`, comma separated):
 - `gen`: `--prompts` rows x `--new` tokens, sampled at temperature 1: plain `generate`, `generate`
   with a static cache and compiled decode (transformers' `CompileConfig`, CUDA graphs), and our
-  `HFEngine` eager and compiled.  Each is timed on its second call (the first compiles or warms
-  up; its time is the compile figure); tok/s counts tokens up to a stop; peak memory is
-  `max_memory_allocated` over the timed call, absolute and above the weights.
+  `HFEngine` eager and compiled.  Each is timed on its second call; the first, of the same
+  length, compiles (its time is the compile figure) and leaves the allocator holding blocks for
+  the growing KV cache (a cold eager `generate` spent most of its time in cudaMalloc: 874 against
+  3,125 tok/s warm); tok/s counts tokens up to a stop; peak memory is `max_memory_allocated` over
+  the timed call, absolute and above the weights.
 - `train`: one optimizer step over the same rows (prompt + `--new` completion tokens) at each
   `--micro` micro-batch, no gradient checkpointing: our `Trainer.update` as the node runs it (the
   default algorithm records proximal log-probs first: one extra no-grad forward), ours without
-  that pass (what it computes when there is one optimizer step: old = current), and TRL's
+  that pass (what it computes when there is one optimizer step: old = current), ours at another
+  `trainer.logprob_chunk` (`--sides`), and TRL's
   `GRPOTrainer.training_step` fed the same tensors (its generation bypassed), then its clip and
   optimizer step.  MFU = 6 x parameters x tokens / time / 989 TFLOP/s (H100/H200 dense bf16).
 - `e2e`: a whole GRPO step of `--prompts` completions (groups of 8): ours (compiled engine +
@@ -179,12 +182,14 @@ def section_gen(model, tok, args, device) -> list[dict]:
     model.eval()
     out = []
     for name, fn, compiled in cases:
+        if args.gen_cases and name not in args.gen_cases.split(","):
+            continue
         if compiled:  # each compiled side pays its own compile (transformers keeps one on the model)
             torch._dynamo.reset()
             model.__dict__.pop("_compiled_call", None)
         meter = Meter(device)
-        with meter():  # compiled: the first call of this shape compiles; eager: a short warm-up
-            fn(args.new if compiled else 8)
+        with meter():  # a full first call: compile, and the allocator's blocks for the growing KV cache
+            fn(args.new)
         first = meter.seconds
         with meter():
             tokens = fn(args.new)
@@ -280,7 +285,7 @@ def section_train(model, tok, args, device) -> list[dict]:
     state = {k: v.clone() for k, v in model.state_dict().items()}
     out = []
     for micro in args.micro:
-        for side in ("ours", "ours, no proximal pass", "TRL"):
+        for side in args.sides.split(";"):
             model.load_state_dict(state)  # every side starts from the same weights
             if side == "TRL":
                 trainer = trl_trainer(model, tok, args, micro, tempfile.mkdtemp())
@@ -289,7 +294,15 @@ def section_train(model, tok, args, device) -> list[dict]:
                 trainer.create_optimizer()
                 step = functools.partial(trl_step, trainer, comps, adv, micro, device)
             else:
-                ours = our_trainer(model, device, args.new, prox=side == "ours", micro=micro)
+                from node.config import TrainerConfig
+
+                chunk = (
+                    int(side.rpartition("chunk ")[2]) if "chunk " in side else TrainerConfig().logprob_chunk
+                )
+                cfg = TrainerConfig(micro_batch_size=micro, lr=1e-6, logprob_chunk=chunk)
+                ours = our_trainer(
+                    model, device, args.new, prox=not side.startswith("ours, no proximal"), cfg=cfg
+                )
                 step = functools.partial(ours.update, comps, adv)
             meter = Meter(device)
             try:
@@ -456,6 +469,14 @@ def main() -> None:
     ap.add_argument("--prompt-len", type=int, default=128, help="longest prompt; lengths drawn in [P/2, P]")
     ap.add_argument("--new", type=int, default=384, help="new tokens a row")
     ap.add_argument("--micro", default="8,32", help="train: micro-batch sizes, comma separated")
+    ap.add_argument(
+        "--sides",
+        default="ours,ours, no proximal pass,TRL",
+        help="train: 'ours', 'ours, no proximal pass', 'ours, chunk N' (logprob_chunk N), 'TRL'",
+    )
+    ap.add_argument(
+        "--gen-cases", default="", help="gen: only these cases (names as printed), comma separated"
+    )
     ap.add_argument("--repeat", type=int, default=1, help="train: timed steps after the warm-up")
     ap.add_argument("--quick", action="store_true", help="tiny shape and batch: a test of the script")
     ap.add_argument("--out", help="write the results here as JSON")
