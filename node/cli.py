@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in logging.run_dir")
     run.add_argument("--steps", type=int, help="stop at this total step count (default trainer.steps)")
     run.add_argument("--eval", action="store_true", help="afterwards, compare held-out accuracy before and after")
+    run.add_argument("--gpus", "--nproc", type=int, metavar="N", help="one node on N GPUs (N processes on CPU): "
+                     "re-launch through torchrun (see README, 'Several GPUs on one node')")
 
     ev = sub.add_parser("eval", help="held-out accuracy of a model, a checkpoint or a run", description=(
         "Greedy-decode held-out prompts and report accuracy (the correctness reward). Given a run "
@@ -158,10 +160,23 @@ def _load(args):
 
 
 def cmd_run(args) -> int:
+    if args.gpus and args.gpus > 1:
+        from node.distributed import relaunch
+
+        return relaunch(args, args.gpus)
     cfg = _load(args)
     check_run_dir(cfg)
     check_identity(cfg)
     check_before_loading(cfg)
+    from node import distributed
+
+    if distributed.launched():  # under torchrun: rank 0 runs the node, the other ranks serve it
+        return distributed.run_ranks(cfg, lambda: _run(args, cfg))
+    return _run(args, cfg)
+
+
+def _run(args, cfg) -> int:
+    from node import distributed
     from node.trackers import requested
 
     trackers = requested(cfg.logging)  # a missing tracker package is warned about before the model loads
@@ -173,6 +188,7 @@ def cmd_run(args) -> int:
     steps = args.steps or cfg.trainer.steps
     if args.resume:
         if node.resume():
+            distributed.share_checkpoint(node.ckpt_dir)
             print(f"[node] resumed at step {node.step} from {node.ckpt_dir}", flush=True)
             for path in node.checkpoints_skipped:
                 print(f"[node] warning: skipped corrupt checkpoint {path} (set aside as corrupt-*)", flush=True)
@@ -207,6 +223,7 @@ def cmd_run(args) -> int:
     try:
         node.run(steps, on_step)
     finally:
+        distributed.release()
         node.close()
         board.close()
         progress.close()

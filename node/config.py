@@ -275,6 +275,10 @@ class TrainerConfig(Section):
         "log-probs and entropies, so the full [B, T, V] float32 logits never exist (models with a plain "
         "head: Llama, Qwen, Mistral...; others compute all logits); 0 = all positions at once"
     )
+    parallel: Literal["ddp", "fsdp"] = Field(
+        "ddp", description="several ranks (`swarmrl run --gpus N`): ddp = a full copy of weights and AdamW "
+        "state per GPU; fsdp = FSDP2 shards them (bf16 on CUDA), for models whose training state does not fit"
+    )
 
 
 class CheckpointConfig(Section):

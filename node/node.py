@@ -41,7 +41,7 @@ from typing import Any
 
 import torch
 
-from node import checkpoint
+from node import checkpoint, distributed
 from node.algos.api import advantages_with_keep, requirements
 from node.collect import advantage_inputs, baseline_rewards, collect, filter_signal
 from node.config import Config, dump_config
@@ -105,6 +105,8 @@ class Node:
             self.policy.model, cfg.trainer, cfg.algorithm, self.req, self.policy.tokenizer.pad_token_id,
             self.policy.device, cfg.rollout.temperature, cfg.rollout.max_new_tokens, parts.reference, cfg.seed,
         )  # fmt: skip
+        if distributed.world() > 1:  # one node on several GPUs: node/distributed.py
+            self.engine = distributed.attach(self.engine, self.trainer, cfg)
         self.sampling = SamplingParams(cfg.rollout.max_new_tokens, cfg.rollout.temperature, cfg.rollout.top_p)
         self.step = 0
         self._stop = False

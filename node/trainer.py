@@ -25,6 +25,7 @@ rows keep their order and the update is the single on-policy step of GRPO.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Mapping
@@ -44,6 +45,7 @@ from node.batching import (
     token_logprobs,
 )
 from node.config import TrainerConfig
+from node.distributed import collective, micro_batches
 from node.records import Completion
 
 
@@ -102,16 +104,19 @@ class Trainer:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = build_adamw(self.params, cfg, device)
         self.version = 0  # training steps taken: the policy version
+        self.dp = None  # node/distributed.py's DataParallel when the node spans several ranks
 
     def lr_at(self, step: int) -> float:
         if self.cfg.warmup_steps and step < self.cfg.warmup_steps:
             return self.cfg.lr * (step + 1) / self.cfg.warmup_steps
         return self.cfg.lr
 
+    @collective
     def ref_logprobs(self, completions: list[Completion]) -> list[list[float]]:
         """log pi_ref of each completion token (KL-in-reward, ACE)."""
         return self._logprobs(self.ref_model, completions)
 
+    @collective
     def policy_logprobs(self, completions: list[Completion]) -> list[list[float]]:
         """log pi_theta of each completion token under the current weights (peers' re-tokenized
         text becomes on-policy data this way, as in SAPO; and the proximal pass)."""
@@ -120,20 +125,27 @@ class Trainer:
     @torch.no_grad()
     def _logprobs(self, model: torch.nn.Module, completions: list[Completion]) -> list[list[float]]:
         out: list[list[float]] = []
-        mb = self.cfg.micro_batch_size
-        for start in range(0, len(completions), mb):
-            rows = completions[start : start + mb]
+        for part in micro_batches(len(completions), self.cfg.micro_batch_size, self.dp):
+            rows = completions[part.rows]
             input_ids, attention = pack_tokens(rows, self.pad_id)
             first = first_completion_position(rows)
-            logp, _ = token_logprobs(
-                model, input_ids.to(self.device), attention.to(self.device),
+            logp, _ = self._forward(model)(
+                input_ids.to(self.device), attention.to(self.device),
                 self.temperature, False, first, chunk=self.cfg.logprob_chunk,
             )  # fmt: skip
-            for r, c in enumerate(rows):
+            for r, c in enumerate(rows if part.real else []):
                 p = len(c.prompt_ids)
                 out.append(logp[r, p - 1 : p - 1 + len(c.completion_ids)].float().cpu().tolist())
-        return out
+        return out if self.dp is None else self.dp.gather(out)
 
+    def _forward(self, model):
+        """`token_logprobs` of `model`; for the policy on several ranks, through the data-parallel
+        wrapper, whose backward reduces gradients over the ranks (node/distributed.py)."""
+        if self.dp is not None and model is self.model:
+            return self.dp.module
+        return functools.partial(token_logprobs, model)
+
+    @collective
     def update(
         self,
         completions: list[Completion],
@@ -209,9 +221,9 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         seen_tokens = 0
         log_weights = []
-        mb = self.cfg.micro_batch_size
-        for start in range(0, len(rows), mb):
-            part = slice(start, start + mb)
+        passes = micro_batches(len(rows), self.cfg.micro_batch_size, self.dp)
+        for i, step in enumerate(passes):
+            part = step.rows
             batch = pack(
                 rows[part],
                 advantages[part],
@@ -224,9 +236,10 @@ class Trainer:
             first = first_completion_position(rows[part])
             ids = batch.input_ids.to(self.device)
             attn = batch.attention_mask.to(self.device)
-            seen_tokens += int(attn.sum())
-            logp, entropy = token_logprobs(
-                self.model,
+            seen_tokens += int(attn.sum()) if step.real else 0
+            if self.dp is not None:
+                self.dp.grad_sync(last=i == len(passes) - 1)
+            logp, entropy = self._forward(self.model)(
                 ids,
                 attn,
                 self.temperature,
@@ -266,13 +279,22 @@ class Trainer:
                 row_weights=batch.row_weights.to(self.device),
                 sampler_lags=batch.sampler_lags.to(self.device),
             )
-            log_weights.append(seq_log_weights(inputs.old_logprobs, inputs.behavior_logprobs, inputs.mask))
             out = policy_loss(inputs, self.algo)
-            out.loss.backward()
+            if self.dp is not None:  # this rank's share of the mini-batch loss (see node/distributed.py)
+                (out.loss * self.dp.loss_scale(step.real)).backward()
+                if not step.real:
+                    continue
+            else:
+                out.loss.backward()
+            log_weights.append(seq_log_weights(inputs.old_logprobs, inputs.behavior_logprobs, inputs.mask))
             metrics["loss"] = metrics.get("loss", 0.0) + float(out.loss.detach())
             for k, v in out.metrics.items():
                 metrics[k] = metrics.get(k, 0.0) + v
+        if self.dp is not None:
+            metrics = self.dp.sum_metrics(metrics | {"_tokens": float(seen_tokens)})
+            seen_tokens, log_weights = int(metrics.pop("_tokens")), self.dp.gather(log_weights)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
+        grad_norm = self.dp.total_norm(grad_norm) if self.dp is not None else grad_norm
         scale = lr_scale(torch.cat(log_weights), self.algo)
         lr = self.lr_at(self.version) * scale * step_scale
         for group in self.optimizer.param_groups:
