@@ -112,6 +112,8 @@ class Agent:
             if args.peer_logprobs == "reuse"
             else {}
         )
+        if args.gate:  # the foreign-sample gate on the per-token log-ratio against the peer's sampler
+            tis |= {"foreign_gate": "weight", "foreign_gate_stat": "ratio"}
         swarm = {
             "mode": "join", "backend": "hivemind", "swarm_id": args.swarm_id, "host": "127.0.0.1",
             "bootstrap": list(args.bootstrap), "external_groups": args.J,
@@ -287,6 +289,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=3e-4, help="trainer.lr")
     p.add_argument("--take", choices=["uniform", "information"], default="uniform", help="swarm.take")
     p.add_argument("--adaptive-j", action="store_true", help="swarm.adaptive_j")
+    p.add_argument("--gate", action="store_true",
+                   help="algorithm.foreign_gate=weight on the ratio statistic (with --peer-logprobs reuse)")  # fmt: skip
     p.add_argument("--regime", choices=["easy", "sparse", "hetero"], default="easy",
                    help="starting models: the cached warm start (easy) or lockstep.py's sparse / hetero ones")  # fmt: skip
     p.add_argument("--size", type=int, default=20_000, help="training questions")

@@ -59,6 +59,10 @@ ARMS: dict[str, dict[str, Any]] = {
                        "algorithm": {"is_level": "token", "is_cap": 2.0, "foreign_gate": "weight",
                                      "foreign_gate_stat": "ratio"}},
     "4/4 info srcnorm": {"I": 4, "J": 4, "swarm": INFO, "algorithm": {"source_adv_norm": "scale"}},
+    # confirmatory (rule fixed after the diagnostics): reuse with adaptive J
+    "4/4 info adaptive reuse": {"I": 4, "J": 4, "swarm": INFO | {"peer_logprobs": "reuse", "adaptive_j": True},
+                                "algorithm": {"is_level": "token", "is_cap": 2.0, "foreign_gate": "weight",
+                                              "foreign_gate_stat": "ratio"}},
 }
 HEADLINE, ROBUST, DIAGNOSTIC = list(ARMS)[:6], list(ARMS)[6:9], list(ARMS)[9:]
 REGIMES = ("easy", "sparse", "hetero")

@@ -66,11 +66,15 @@ def plan(exp: str, n: int) -> dict[str, list[list[str]]]:
     if exp.startswith("sharing-"):  # issue 13's check over the real network (docs/sapo.md)
         regime = ["--regime", exp.split("-", 1)[1], "--size", "2048"]
         info = ["--take", "information"]
+        reuse = ["--peer-logprobs", "reuse", "--gate"]  # the sampler's log-probs, token TIS C=2, ratio gate
         return {
+            "8/0": [ij(8, 0) + regime] * n,
             "4/0": [ij(4, 0) + regime] * n,
             "4/4 uniform": [ij(4, 4) + regime] * n,
             "4/4 info": [ij(4, 4) + info + regime] * n,
             "4/4 info adaptive": [ij(4, 4) + info + ["--adaptive-j"] + regime] * n,
+            "4/4 info reuse": [ij(4, 4) + info + reuse + regime] * n,
+            "4/4 info adaptive reuse": [ij(4, 4) + info + ["--adaptive-j"] + reuse + regime] * n,
         }
     raise SystemExit(f"unknown --exp {exp!r}; choose ij, liar, mixed, offpolicy or sharing-REGIME")
 

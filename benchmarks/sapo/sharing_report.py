@@ -68,7 +68,7 @@ def verdicts(regime: str, arms: dict[str, list[dict]]) -> list[str]:
     out = []
     get = arms.get
     if regime in ("sparse", "hetero") and all(get(k) for k in ("4/4 info", "8/0", "4/0", "4/4 uniform")):
-        for ours in ("4/4 info", "4/4 info adaptive"):
+        for ours in ("4/4 info", "4/4 info adaptive", "4/4 info reuse", "4/4 info adaptive reuse"):
             if not get(ours):
                 continue
             wins = sum(d > 0 for d in paired(arms[ours], arms["8/0"], "final"))
@@ -83,7 +83,7 @@ def verdicts(regime: str, arms: dict[str, list[dict]]) -> list[str]:
                 f"{sapo_gain:+.4f} -> {'pass' if b_ok else 'FAIL'}; headline {'MET' if a_ok and b_ok else 'NOT MET'}"
             )  # fmt: skip
     if regime == "easy" and get("4/0") and get("8/0"):
-        for ours in ("4/4 info", "4/4 info adaptive"):
+        for ours in ("4/4 info", "4/4 info adaptive", "4/4 info reuse", "4/4 info adaptive reuse"):
             if not get(ours):
                 continue
             d40 = paired(arms[ours], arms["4/0"], "final")
@@ -106,7 +106,8 @@ def verdicts(regime: str, arms: dict[str, list[dict]]) -> list[str]:
 
 
 ORDER = ["8/0", "4/0", "4/4 uniform", "4/4 info", "4/4 info adaptive", "8/0 dynamic", "4/4 info liar",
-         "4/4 info foreign", "4/4 uniform liar", "4/4 info gate", "4/4 info reuse", "4/4 info srcnorm"]  # fmt: skip
+         "4/4 info foreign", "4/4 uniform liar", "4/4 info gate", "4/4 info reuse", "4/4 info srcnorm",
+         "4/4 info adaptive reuse"]  # fmt: skip
 
 
 def report(runs: list[dict[str, Any]], img: Path | None) -> str:
