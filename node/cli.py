@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     lab_up.add_argument("--nodes", "-n", type=int, default=3, help="nodes to start (default %(default)s)")
     lab_up.add_argument("--backend", default="hivemind", choices=["hivemind", "libp2p"], help="P2P engine")
     lab_up.add_argument("--detach", "-d", action="store_true", help="start and return; stop later with `lab down`")
+    lab_up.add_argument("--node", nargs=2, action="append", default=[], metavar=("K", "KEY=VALUE"),
+                        help="an override for node K only (repeatable), e.g. a task mix per node: "
+                        "--node 2 tasks.sources.0.weight=0.2")  # fmt: skip
     for name, text in (("down", "stop every process the lab started"), ("status", "print the lab's table once")):
         action = lab_sub.add_parser(name, help=text)
         action.add_argument("--dir", default="runs/lab", help="lab directory (default %(default)s)")
@@ -365,9 +368,15 @@ def cmd_lab(args) -> int:
         return 0
     from node.config import load_config
 
-    check_before_loading(load_config(args.config, args.overrides))  # a typo fails here, not in N processes
+    per_node: dict[int, list[str]] = {}
+    for k, override in args.node:
+        if not k.isdigit() or not 1 <= int(k) <= args.nodes:
+            raise UsageError(f"--node {k}: K must be a node number from 1 to {args.nodes}")
+        per_node.setdefault(int(k), []).append(override)
+    for k in sorted(per_node) or [0]:  # a typo fails here, not in N processes
+        check_before_loading(load_config(args.config, args.overrides + per_node.get(k, [])))
     try:
-        state = lab.up(lab_dir, args.nodes, args.config, args.overrides, args.backend)
+        state = lab.up(lab_dir, args.nodes, args.config, args.overrides, args.backend, per_node=per_node)
     except lab.LabError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

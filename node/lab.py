@@ -117,8 +117,10 @@ def up(
     overrides: list[str],
     backend: str = "hivemind",
     boot_timeout: float = 90.0,
+    per_node: dict[int, list[str]] | None = None,
 ) -> dict[str, Any]:
-    """Create keys and allowlist, start the bootstrap and `nodes` nodes; returns the state."""
+    """Create keys and allowlist, start the bootstrap and `nodes` nodes; returns the state.
+    `per_node[k]`: overrides for node k only (after the common ones), e.g. its task mix."""
     if nodes < 1:
         raise LabError("--nodes must be at least 1")
     lab_dir.mkdir(parents=True, exist_ok=True)
@@ -171,7 +173,8 @@ def up(
                "swarm.mode=join", f"swarm.backend={backend}", f"swarm.swarm_id={swarm_id}", "swarm.host=127.0.0.1",
                f"swarm.bootstrap={address}", f"swarm.identity={keys / f'node{k}.key'}",
                f"swarm.allowlist={lab_dir / 'allowlist.txt'}", f"logging.run_dir={run_dir}",
-               "logging.progress=plain", f"seed={k}", "model.threads=1", *overrides], lab_dir, state, env)  # fmt: skip
+               "logging.progress=plain", f"seed={k}", "model.threads=1", *overrides, *(per_node or {}).get(k, [])],
+               lab_dir, state, env)  # fmt: skip
     return state
 
 

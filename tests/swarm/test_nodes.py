@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from node.procs import group_members, signal_group
 from swarm.testing import wait_for_sync as wait_for
@@ -179,7 +180,8 @@ def test_nodes_share_keep_training_alone_and_rejoin(procs):
 def test_lab_up_then_down_leaves_no_process_behind(tmp_path, procs):
     lab_dir = tmp_path / "lab"
     up = subprocess.run(CLI + ["lab", "up", "--nodes", "2", "--detach", "--dir", str(lab_dir), "-c", "configs/tiny.yaml",
-                               "trainer.steps=100000", f"model.cache_dir={procs.cache}", "logging.tensorboard=false"],
+                               "trainer.steps=100000", f"model.cache_dir={procs.cache}", "logging.tensorboard=false",
+                               "--node", "2", "rollout.temperature=0.9"],
                         cwd=REPO, capture_output=True, text=True, timeout=BOUND)  # fmt: skip
     state = json.loads((lab_dir / "lab.json").read_text()) if (lab_dir / "lab.json").is_file() else {}
     pgids = {p["pid"] for p in state.get("processes", [])}
@@ -190,6 +192,9 @@ def test_lab_up_then_down_leaves_no_process_behind(tmp_path, procs):
         assert allow.count("12D3KooW") == 3
         steps = lambda: [status(lab_dir / f"node{k}").get("step", 0) for k in (1, 2)]  # noqa: E731
         assert wait_for(lambda: min(steps()) >= 2, BOUND, interval=1), steps()
+        temps = [yaml.safe_load((lab_dir / f"node{k}" / "config.yaml").read_text())["rollout"]["temperature"]
+                 for k in (1, 2)]  # fmt: skip
+        assert temps[1] == 0.9 and temps[0] != 0.9  # `--node 2 KEY=VALUE` reached node 2 only
         table = subprocess.run(CLI + ["lab", "status", "--dir", str(lab_dir)], cwd=REPO, capture_output=True,
                                text=True, timeout=BOUND).stdout  # fmt: skip
         assert "node1" in table and "running" in table

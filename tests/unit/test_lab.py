@@ -66,3 +66,15 @@ def test_a_reused_pid_is_not_the_recorded_process():
 def test_lab_without_an_action_prints_usage(capsys):
     assert main(["lab"]) == 2
     assert "usage: swarmrl lab {up,down,status}" in capsys.readouterr().err
+
+
+def test_per_node_overrides_are_checked_before_anything_starts(tmp_path, capsys):
+    lab_dir = tmp_path / "lab"
+    # a node number out of range, and a typo in one node's override: usage errors, nothing started
+    assert main(["lab", "up", "--nodes", "2", "--dir", str(lab_dir), "-c", "configs/tiny.yaml",
+                 "--node", "3", "rollout.temperature=0.9"]) == 2  # fmt: skip
+    assert "--node 3" in capsys.readouterr().err
+    assert main(["lab", "up", "--nodes", "2", "--dir", str(lab_dir), "-c", "configs/tiny.yaml",
+                 "--node", "2", "rollout.temprature=0.9"]) == 2  # fmt: skip
+    assert "temprature" in capsys.readouterr().err
+    assert not (lab_dir / "lab.json").exists()
