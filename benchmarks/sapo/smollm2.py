@@ -68,6 +68,52 @@ def plot(result: dict, out: Path) -> None:
     fig.savefig(out, dpi=110)
 
 
+MIX = "benchmarks/sapo/smollm2_mix.yaml"
+# node k's weights on (basic_arithmetic, letter_counting): each node mostly trains on one task
+MIXES = {1: (0.8, 0.2), 2: (0.2, 0.8), 3: (0.5, 0.5)}
+REUSE = ["swarm.take=information", "swarm.peer_logprobs=reuse", "algorithm.is_level=token", "algorithm.is_cap=2",
+         "algorithm.foreign_gate=weight", "algorithm.foreign_gate_stat=ratio"]  # fmt: skip
+SHARING_ARMS = {"4/0": ["swarm.external_groups=0"],
+                "4/4 info reuse": ["swarm.external_groups=4", "swarm.per_peer_cap=4", *REUSE]}  # fmt: skip
+
+
+def sharing(args: argparse.Namespace) -> None:
+    """Issue 13's SmolLM2 check: a lab whose nodes differ in task mix, solo (4/0) against our
+    admission (4/4 info reuse, docs/sapo.md), each node's held-out accuracy (greedy, both tasks,
+    the same held-out questions for every node) before and after, and its own reward."""
+    from node.checkpoint import latest, load
+    from node.config import load_config
+    from node.evaluate import accuracy
+    from node.policy import load_policy
+
+    common = [f"trainer.steps={args.steps}", "logging.tensorboard=false", "checkpoint.every=1000"]
+    per_node = [a for k in range(1, args.nodes + 1) for w, i in zip(MIXES[k], (0, 1))
+                for a in ("--node", str(k), f"tasks.sources.{i}.weight={w}")]  # fmt: skip
+    cfg = load_config([MIX], [])
+    result = {"machine": f"{platform.machine()} {__import__('os').cpu_count()} cores, {platform.platform()}",
+              "nodes": args.nodes, "steps": args.steps, "mixes": {k: MIXES[k] for k in range(1, args.nodes + 1)},
+              "command": " ".join(sys.argv), "arms": {}}  # fmt: skip
+    policy = load_policy(cfg.model, for_training=False)
+    result["base"] = accuracy(cfg, policy, cfg.tasks.eval_size)
+    print("base", result["base"], flush=True)
+    for arm, overrides in SHARING_ARMS.items():
+        lab_dir = Path(args.work) / arm.replace("/", "-").replace(" ", "_")
+        shutil.rmtree(lab_dir, ignore_errors=True)
+        t0 = time.time()
+        cmd = [sys.executable, "-m", "node.cli", "lab", "up", "--nodes", str(args.nodes), "--dir", str(lab_dir),
+               "-c", MIX, *per_node, *common, *overrides]  # fmt: skip
+        subprocess.run(cmd, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+        summary = summarize(lab_dir, args.nodes)
+        for k, node in enumerate(summary["nodes"], start=1):
+            ckpt = latest(lab_dir / f"node{k}" / "checkpoints")
+            load(ckpt, policy.model, None, cfg.model.name)
+            node["heldout"] = accuracy(cfg, policy, cfg.tasks.eval_size)
+        result["arms"][arm] = {**summary, "wall_s": time.time() - t0}
+        print(arm, json.dumps({k: v for k, v in result["arms"][arm].items() if k != "nodes"}),
+              [n["heldout"] for n in summary["nodes"]], flush=True)  # fmt: skip
+        Path(args.out).write_text(json.dumps(result, indent=1))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--nodes", type=int, default=2)
@@ -77,7 +123,11 @@ def main() -> None:
     p.add_argument("--out", default="benchmarks/sapo/results/smollm2.json")
     p.add_argument("--plot", default="docs/img/sapo_smollm2.png", help="PNG of the curves")
     p.add_argument("--plot-only", action="store_true", help="only redraw --plot from --out")
+    p.add_argument("--sharing", action="store_true", help="issue 13's check: task mix per node, 4/0 vs 4/4 info reuse")
     args = p.parse_args()
+    if args.sharing:
+        sharing(args)
+        return
     if args.plot_only:
         plot(json.loads(Path(args.out).read_text()), Path(args.plot))
         return
