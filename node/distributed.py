@@ -327,6 +327,9 @@ def attach(engine, trainer, cfg) -> ShardedEngine:
         for layer in _decoder_layers(model):
             fully_shard(layer, mp_policy=mp)
         fully_shard(module, mp_policy=mp)
+        with torch.no_grad():  # FSDP2 initialises from the root's first forward: make it this one
+            one = torch.ones((1, 2), dtype=torch.long, device=next(model.parameters()).device)
+            module(one, one, 1.0, False)
         from node.trainer import build_adamw  # the parameters are now DTensor shards
 
         trainer.params = [p for p in model.parameters() if p.requires_grad]
