@@ -471,8 +471,8 @@ def main() -> None:
     ap.add_argument("--micro", default="8,32", help="train: micro-batch sizes, comma separated")
     ap.add_argument(
         "--sides",
-        default="ours,ours, no proximal pass,TRL",
-        help="train: 'ours', 'ours, no proximal pass', 'ours, chunk N' (logprob_chunk N), 'TRL'",
+        default="ours;ours, no proximal pass;TRL",
+        help="train, separated by ;: 'ours', 'ours, no proximal pass', 'ours, chunk N' (logprob_chunk N), 'TRL'",
     )
     ap.add_argument(
         "--gen-cases", default="", help="gen: only these cases (names as printed), comma separated"

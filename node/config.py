@@ -271,9 +271,10 @@ class TrainerConfig(Section):
         "mini-batches, one optimizer step each (ratios leave 1 from the second); None = the whole batch"
     )
     logprob_chunk: int = Field(
-        4096, ge=0, description="tokens per slice of the LM head + float32 log-softmax when computing "
+        1024, ge=0, description="tokens per slice of the LM head + float32 log-softmax when computing "
         "log-probs and entropies, so the full [B, T, V] float32 logits never exist (models with a plain "
-        "head: Llama, Qwen, Mistral...; others compute all logits); 0 = all positions at once"
+        "head: Llama, Qwen, Mistral...; others compute all logits); 0 = all positions at once; 1024 peaked "
+        "lowest on CPU and GPU (docs/benchmarks.md)"
     )
     parallel: Literal["ddp", "fsdp"] = Field(
         "ddp", description="several ranks (`swarmrl run --gpus N`): ddp = a full copy of weights and AdamW "
