@@ -40,12 +40,31 @@ def compact(d: dict[str, Any]) -> dict[str, Any]:
     return {"regime": d["regime"], "arm": d["arm"], "seed": d["seed"], "rounds": d["rounds"], "agents": agents}
 
 
+def from_run_py(path: Path) -> list[dict[str, Any]]:
+    """`run.py --exp sharing-REGIME` results (separate processes over hivemind) in `compact`'s
+    form; those runs evaluate held-out pass@1 at the start and the end only."""
+    data = json.loads(path.read_text())
+    regime = data["exp"].split("-", 1)[1]
+    out = []
+    for arm, runs in data["runs"].items():
+        for r in runs:
+            agents = [{
+                "index": a["index"], "odd": False, "generated": a["generated"],
+                "evals": [{"round": 0, "generated": 0, **a["eval_start"]},
+                          {"round": data["rounds"], "generated": a["generated"], **a["eval_end"]}],
+                "own_reward": st.fmean(a["curves"]["reward"]), "batch_reward": float("nan"),
+                "external_groups": st.fmean(a["curves"].get("external_groups", [0.0])),
+            } for a in r["agents"]]  # fmt: skip
+            out.append({"regime": regime, "arm": arm, "seed": r["seed"], "rounds": data["rounds"], "agents": agents})
+    return out
+
+
 def run_numbers(run: dict[str, Any]) -> dict[str, Any]:
     honest = [a for a in run["agents"] if not a["odd"]]
     n_eval = len(honest[0]["evals"])
     curve = [st.fmean(a["evals"][i]["all"] for a in honest) for i in range(n_eval)]
     generated = [st.fmean(a["evals"][i]["generated"] for a in honest) for i in range(n_eval)]
-    final = st.fmean(curve[-2:])
+    final = st.fmean(curve[-2:]) if n_eval > 2 else curve[-1]  # run.py evaluates at the start and end only
     return {
         "seed": run["seed"], "curve": curve, "generated_curve": generated, "start": curve[0], "final": final,
         "gain": final - curve[0], "own": st.fmean(a["own_reward"] for a in honest),
@@ -55,6 +74,8 @@ def run_numbers(run: dict[str, Any]) -> dict[str, Any]:
 
 
 def ms(xs: list[float], fmt: str = ".3f") -> str:
+    if any(x != x for x in xs):  # NaN: not recorded by that harness
+        return "-"
     sd = fmt.lstrip("+")
     return f"{st.fmean(xs):{fmt}} ± {st.stdev(xs):{sd}}" if len(xs) > 1 else f"{xs[0]:{fmt}}"
 
@@ -71,14 +92,15 @@ def verdicts(regime: str, arms: dict[str, list[dict]]) -> list[str]:
         for ours in ("4/4 info", "4/4 info adaptive", "4/4 info reuse", "4/4 info adaptive reuse"):
             if not get(ours):
                 continue
-            wins = sum(d > 0 for d in paired(arms[ours], arms["8/0"], "final"))
+            pairs = paired(arms[ours], arms["8/0"], "final")
+            wins = sum(d > 0 for d in pairs)
             ratio = st.fmean(r["generated"] for r in arms[ours]) / st.fmean(r["generated"] for r in arms["8/0"])
-            a_ok = wins >= 4 and ratio <= 0.55
+            a_ok = wins >= 4 and len(pairs) >= 5 and ratio <= 0.55
             ours_gain = st.fmean(paired(arms[ours], arms["4/0"], "gain"))
             sapo_gain = st.fmean(paired(arms["4/4 uniform"], arms["4/0"], "gain"))
             b_ok = ours_gain > 0 and ours_gain >= 1.3 * sapo_gain
             out.append(
-                f"{ours}: (a) above 8/0 in {wins}/5 seeds at {ratio:.2f}x its completions -> "
+                f"{ours}: (a) above 8/0 in {wins}/{len(pairs)} seeds at {ratio:.2f}x its completions -> "
                 f"{'pass' if a_ok else 'FAIL'}; (b) gain over 4/0 {ours_gain:+.4f} vs plain SAPO's "
                 f"{sapo_gain:+.4f} -> {'pass' if b_ok else 'FAIL'}; headline {'MET' if a_ok and b_ok else 'NOT MET'}"
             )  # fmt: skip
@@ -165,7 +187,11 @@ def main() -> None:
     p.add_argument("--results", default=None, help="read a saved compact results file instead")
     p.add_argument("--save", default=None, help="write the compact results here")
     p.add_argument("--img", default=None)
+    p.add_argument("--real", default=None, help="a run.py sharing-REGIME results file (report it alone)")
     args = p.parse_args()
+    if args.real:
+        print(report(from_run_py(Path(args.real)), None))
+        return
     runs = json.loads(Path(args.results).read_text())["runs"] if args.results else []
     for out in args.out:
         runs += [compact(json.loads(f.read_text())) for f in sorted(Path(out).glob("*/*.json"))]
