@@ -191,7 +191,7 @@ def _run(args, cfg) -> int:
     steps = args.steps or cfg.trainer.steps
     if args.resume:
         if node.resume():
-            distributed.share_checkpoint(node.ckpt_dir)
+            distributed.share_checkpoint(node)
             print(f"[node] resumed at step {node.step} from {node.ckpt_dir}", flush=True)
             for path in node.checkpoints_skipped:
                 print(f"[node] warning: skipped corrupt checkpoint {path} (set aside as corrupt-*)", flush=True)
@@ -320,7 +320,7 @@ def cmd_bootstrap(args) -> int:
     check_port_free(args.host, args.port)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        run_bootstrap(
+        graceful = run_bootstrap(
             backend=args.backend,
             host=args.host,
             port=args.port,
@@ -334,7 +334,7 @@ def cmd_bootstrap(args) -> int:
         raise UsageError(f"--identity: {e}") from None
     except TransportError as e:
         raise UsageError(f"bootstrap node did not start: {e}") from None
-    return 0
+    return 0 if graceful else 1  # 1: the stop had to kill p2pd (the log says so)
 
 
 def cmd_status(args) -> int:

@@ -78,9 +78,16 @@ class SwarmLink:
         return self
 
     def stop(self, timeout: float = 20.0) -> None:
+        """Leave the swarm; returns within `timeout` s.  The link's own stop is bounded
+        (`SwarmPeer.stop`); should its thread still be busy at the deadline (a start attempt in
+        flight), the daemon is killed from here rather than left running after the node exits."""
         if self._loop is not None and self._stop is not None and self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("swarm link did not stop in %.0f s; killing its daemon", timeout)
+            if self.peer is not None:
+                self.peer.abort()
         self.state = "stopped"
 
     def _run(self) -> None:
@@ -114,10 +121,7 @@ class SwarmLink:
                 delay = min(2 * delay, self.retry_max)
         await self._stop.wait()
         if self.peer is not None:
-            try:
-                await asyncio.wait_for(self.peer.stop(), 15)
-            except Exception as e:
-                log.warning("swarm stop: %s", e)
+            await self.peer.stop(15)  # bounded; kills p2pd itself if the graceful stop hangs
 
     # -- calls from the training thread ----------------------------------------------------
     def _call(self, coro_fn: Callable[[], Any], default: Any) -> Any:

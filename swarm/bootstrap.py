@@ -14,12 +14,20 @@ Give it a fixed `port` and a persistent `identity_path` so its address survives 
 Startup problems (port in use, p2pd not starting, an unreachable upstream bootstrap) raise
 `SwarmStartError` with every attempt's reason after `attempts` tries with backoff; nothing here
 waits without a timeout.
+
+Stopping is bounded too, whatever the peers do: on SIGINT/SIGTERM the node stops within
+`stop_timeout` (graceful, else its p2pd is killed: `SwarmPeer.stop`), logs one line saying how
+it stopped, and returns.  The interpreter's own teardown after that (torch and hivemind modules)
+is watched by `faulthandler`: past `stop_timeout + EXIT_GRACE` after the signal it dumps every
+thread's stack and exits with status 1, so a supervisor's SIGTERM (`docker stop`, `lab down`)
+never has to escalate to SIGKILL and leave a daemon behind.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import logging
 import signal
 from collections.abc import Callable, Sequence
@@ -31,6 +39,8 @@ from swarm.gossip import GossipConfig
 from swarm.peer import DEFAULT_BACKEND, SwarmConfig, SwarmPeer
 
 log = logging.getLogger(__name__)
+
+EXIT_GRACE = 10.0  # seconds the interpreter gets to exit after a bounded stop (see the docstring)
 
 
 def _identity(path: str | None) -> Identity:
@@ -94,12 +104,14 @@ def run_bootstrap(
     on_ready: Callable[[list[str]], None] | None = None,
     stats_interval: float = 60.0,
     address_file: str | None = None,
-) -> None:
-    """Blocking entry point for the CLI: start, print the addresses, serve until SIGINT/SIGTERM.
+    stop_timeout: float = 8.0,
+) -> bool:
+    """Blocking entry point for the CLI: start, print the addresses, serve until SIGINT/SIGTERM,
+    stop within `stop_timeout`.  True if the stop was graceful, False if it had to kill p2pd.
 
     `on_ready(addresses)` is called once the node is up (default: print the banner)."""
 
-    async def main() -> None:
+    async def main() -> bool:
         peer = await start_bootstrap(backend, host, port, swarm_id, identity_path, upstream, allowlist_file,
                                      attempts, start_timeout)  # fmt: skip
         if on_ready is not None:
@@ -111,21 +123,38 @@ def run_bootstrap(
             tmp.write_text("".join(f"{a}\n" for a in peer.addresses))
             tmp.replace(address_file)  # readers never see half a file
         stop = asyncio.Event()
+        why: list[str] = []
+
+        def on_signal(sig: signal.Signals) -> None:
+            if not why:
+                why.append(sig.name)
+                faulthandler.dump_traceback_later(stop_timeout + EXIT_GRACE, exit=True)
+            stop.set()
+
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, stop.set)
+                loop.add_signal_handler(sig, on_signal, sig)
         try:
             while not stop.is_set():
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), stats_interval)
-                m = peer.metrics()
-                log.info("bootstrap: %d connected, %d members, %d banned", m.get("connected_peers", 0),
-                         m.get("members", 0), m.get("banned_peers", 0))  # fmt: skip
+                if not stop.is_set():
+                    log.info("bootstrap: %s", _stats(peer))
         finally:
-            await peer.stop()
+            seen, t0 = _stats(peer), loop.time()
+            graceful = await peer.stop(stop_timeout)
+            log.info("bootstrap stopped (%s) in %.1f s%s; had %s", why[0] if why else "error", loop.time() - t0,
+                     "" if graceful else f", p2pd killed after {stop_timeout:.0f} s", seen)  # fmt: skip
+        return graceful
 
-    asyncio.run(main())
+    return asyncio.run(main())
+
+
+def _stats(peer: SwarmPeer) -> str:
+    m = peer.metrics()
+    return (f"{m.get('connected_peers', 0)} connected, {m.get('members', 0)} members, "
+            f"{m.get('banned_peers', 0)} banned")  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -142,9 +171,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--allowlist", default=None, help="private swarm: file of allowed public keys / peer ids")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run_bootstrap(
+    graceful = run_bootstrap(
         args.backend, args.host, args.port, args.swarm_id, args.identity, args.upstream, args.allowlist
     )
+    raise SystemExit(0 if graceful else 1)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
     group_id = await peer.publish(signed_or_unsigned_group)     # announce one of ours
     items = peer.inbox.drain(16)                                # admitted peers' groups
     stats = peer.metrics()                                      # flat dict + "peer_scores"
-    await peer.stop()
+    await peer.stop()                                           # bounded; False if it had to abort
 
 Backends are imported lazily by name, so a node that runs on libp2p never imports hivemind
 (the two cannot share a process: their bundled protobuf descriptors collide).
@@ -104,6 +104,24 @@ def make_transport(
 
         return MemoryTransport(hub if hub is not None else MemoryHub(), identity.peer_id)
     raise ValueError(f"unknown swarm backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+
+
+async def finish_within(aw: Any, timeout: float) -> bool:
+    """Run `aw` for at most `timeout` s; True if it ended (an error it raised is logged, not
+    raised).  Unlike `asyncio.wait_for`, a timeout cancels it without waiting for the cancel to
+    be acknowledged, so a library call that swallows its cancellation cannot hang the caller."""
+    task = asyncio.ensure_future(aw)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=max(timeout, 0.0))
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        return False
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("%s: %s", getattr(aw, "__qualname__", aw), task.exception())
+    return True
 
 
 class SwarmStartError(TransportError):
@@ -217,9 +235,19 @@ class SwarmPeer:
     def metrics(self) -> dict[str, Any]:
         return self.gossip.snapshot()
 
-    async def stop(self) -> None:
-        await self.gossip.stop()
-        try:
-            await asyncio.wait_for(self.transport.stop(), 10)
-        except (asyncio.TimeoutError, TransportError) as e:
-            log.warning("transport stop: %s", e)
+    async def stop(self, timeout: float = 10.0) -> bool:
+        """Stop gossip, then the transport (and its daemon), within `timeout` s in all.  True if
+        that finished; else the rest is `abort`ed (daemon killed) and False returned."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        if not await finish_within(self.gossip.stop(), timeout / 2):
+            log.warning("gossip did not stop in %.1f s; going on", timeout / 2)
+        if await finish_within(self.transport.stop(), deadline - loop.time()):
+            return True
+        log.warning("transport did not stop in %.1f s; aborting it", timeout)
+        self.abort()
+        return False
+
+    def abort(self) -> None:
+        """Kill what would outlive this process (the transport's daemon) now; from any thread."""
+        self.transport.abort()

@@ -75,6 +75,11 @@ class Transport(Protocol):
         """Close connections and release every resource (threads, daemons).  Idempotent."""
         ...
 
+    def abort(self) -> None:
+        """For a `stop` that did not finish: at once, without waiting, end what would outlive
+        this process (a daemon child).  Safe from any thread; idempotent."""
+        ...
+
     async def publish(self, topic: str, data: bytes) -> None:
         """Broadcast a small message; best effort (the gossip layer repairs losses)."""
         ...

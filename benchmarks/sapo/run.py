@@ -96,17 +96,25 @@ class Children:
     def reap(self, grace: float = 10.0) -> list[int]:
         """SIGTERM each leader still running (it stops its own p2pd: a SIGTERM to the whole group
         would kill the daemon under it first), wait up to `grace` s by polling, then SIGKILL the
-        groups left; returns the PIDs of groups that needed SIGKILL."""
+        groups left, naming each; returns the PIDs of groups that needed SIGKILL.
+
+        The poll reaps each leader as it exits (`Popen.poll`): a leader that exited but was
+        never waited on stays a zombie, and `group_alive` counts zombies, so without it every
+        bootstrap (the one child nothing else polls) looked alive for the whole grace."""
         for p in self.procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
-        wait_for(lambda: all(not group_alive(p.pid) for p in self.procs), grace)
-        killed = [p.pid for p in self.procs if group_alive(p.pid)]
-        for pid in killed:
-            signal_group(pid, signal.SIGKILL)
+        wait_for(lambda: all(p.poll() is not None and not group_alive(p.pid) for p in self.procs), grace)
+        killed = [p for p in self.procs if p.poll() is None or group_alive(p.pid)]
+        for p in killed:
+            args = [str(a) for a in p.args]
+            who = f"agent {args[args.index('--index') + 1]}" if "--index" in args else "bootstrap"
+            state = "still running" if p.poll() is None else f"exited {p.returncode}; its p2pd did not"
+            print(f"  {who} (pid {p.pid}) needed SIGKILL {grace:.0f} s after SIGTERM ({state})", flush=True)
+            signal_group(p.pid, signal.SIGKILL)
         for p in self.procs:
             p.wait(10)
-        return killed
+        return [p.pid for p in killed]
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

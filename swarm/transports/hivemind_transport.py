@@ -13,8 +13,14 @@ call to every neighbour, so `propagates` is False and the gossip layer relays.  
 `P2P` has no pubsub (its p2pd client dropped it), so there is nothing to choose there.
 
 The p2pd binding's unary API lives on `P2P._client` (hivemind's public `add_protobuf_handler`
-would force a protobuf around our bytes); that private attribute is the one coupling to
-hivemind internals here, pinned by the conformance suite.
+would force a protobuf around our bytes), and the daemon process is `P2P._child`; those two
+private attributes are the coupling to hivemind internals here, pinned by the conformance suite.
+
+Stopping is bounded and ends the daemon whatever it does: SIGTERM (hivemind's `P2P.shutdown`),
+then SIGKILL if p2pd has not exited within `DAEMON_EXIT_GRACE`.  The DHT's handlers are not
+removed one by one first (hivemind's `DHTNode.shutdown`): they die with the daemon, and when
+the daemon is already gone (Ctrl-C and `swarmrl lab down` signal the whole process group, so
+p2pd dies first) each removal waits for an answer that never comes.
 
 Identity: the node's Ed25519 key is written (mode 0600, in a private temp dir) as the
 protobuf key file p2pd's `-id` flag reads, so the daemon's peer id is our protocol peer id.
@@ -25,9 +31,11 @@ set; p2pd itself has no peer-id connection gater to configure from Python.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
+import signal
 import tempfile
 from collections.abc import Iterable
 from typing import Any
@@ -50,6 +58,7 @@ from swarm.transport import (
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE = 16 * 1024 * 1024  # p2pd persistent-connection message cap (default 4 MiB)
+DAEMON_EXIT_GRACE = 3.0  # seconds p2pd gets to exit on SIGTERM before SIGKILL
 
 
 class HivemindTransport:
@@ -84,6 +93,7 @@ class HivemindTransport:
         self._allowed = Allowlist()
         self._tasks: list[asyncio.Task[Any]] = []
         self._keydir: tempfile.TemporaryDirectory[str] | None = None
+        self._daemon: asyncio.subprocess.Process | None = None  # p2pd, for `abort`
 
     @property
     def peer_id(self) -> str:
@@ -129,6 +139,7 @@ class HivemindTransport:
         except (P2PDaemonError, OSError, asyncio.TimeoutError) as e:
             await self.stop()
             raise TransportError(f"hivemind p2pd failed to start on {self._listen}: {e}") from e
+        self._daemon = self._p2p._child
         if str(self._p2p.peer_id) != self._own:
             await self.stop()
             raise TransportError(f"p2pd peer id {self._p2p.peer_id} != identity {self._own}")
@@ -153,23 +164,34 @@ class HivemindTransport:
     async def stop(self) -> None:
         for t in self._tasks:
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=2)  # a DHT call that ignores its cancel is left
         self._tasks = []
         if self._dht is not None:
-            dht, self._dht = self._dht, None
-            try:
-                await asyncio.wait_for(dht.shutdown(), 5)
-            except Exception as e:
-                log.debug("DHT shutdown: %s", e)
+            self._dht.is_alive = False  # ends its background jobs; its handlers go with the daemon
+            self._dht = None
         if self._p2p is not None:
             p2p, self._p2p = self._p2p, None
-            try:
-                await asyncio.wait_for(p2p.shutdown(), 5)
-            except Exception as e:
-                log.debug("p2pd shutdown: %s", e)
+            shutdown = asyncio.ensure_future(p2p.shutdown())  # closes the client, SIGTERMs p2pd, waits
+            done, _ = await asyncio.wait({shutdown}, timeout=DAEMON_EXIT_GRACE)
+            if not done:
+                log.warning("p2pd did not exit %.0f s after SIGTERM; killing it", DAEMON_EXIT_GRACE)
+                self.abort()
+                await asyncio.wait({shutdown}, timeout=DAEMON_EXIT_GRACE)
+            if shutdown.done() and not shutdown.cancelled() and shutdown.exception() is not None:
+                log.debug("p2pd shutdown: %s", shutdown.exception())
+            elif not shutdown.done():
+                shutdown.cancel()
+        self._daemon = None
         if self._keydir is not None:
             self._keydir.cleanup()
             self._keydir = None
+
+    def abort(self) -> None:
+        daemon = self._daemon
+        if daemon is not None and daemon.returncode is None:  # not reaped yet: the PID is still ours
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(daemon.pid, signal.SIGKILL)
 
     # -- discovery -----------------------------------------------------------------------------
     async def _discovery_loop(self) -> None:

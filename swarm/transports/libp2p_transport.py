@@ -341,6 +341,9 @@ class Libp2pTransport:
         await asyncio.get_running_loop().run_in_executor(None, self._thread.stop)
         self._host = self._pubsub = None
 
+    def abort(self) -> None:
+        pass  # no child process: the trio thread is a daemon thread and ends with the process
+
     async def connect(self, address: str) -> str:
         info = info_from_p2p_addr(multiaddr.Multiaddr(address))
 

@@ -164,6 +164,9 @@ class MemoryTransport:
         for t in list(self._tasks):
             t.cancel()
 
+    def abort(self) -> None:
+        pass  # nothing here outlives the process
+
     async def connect(self, address: str) -> str:
         pid = address.removeprefix("memory://")
         if not self.hub.reachable(self.own_id, pid):
