@@ -191,7 +191,7 @@ def _run(args, cfg) -> int:
     steps = args.steps or cfg.trainer.steps
     if args.resume:
         if node.resume():
-            distributed.share_checkpoint(node)
+            distributed.share_checkpoint(node.ckpt_dir)
             print(f"[node] resumed at step {node.step} from {node.ckpt_dir}", flush=True)
             for path in node.checkpoints_skipped:
                 print(f"[node] warning: skipped corrupt checkpoint {path} (set aside as corrupt-*)", flush=True)
