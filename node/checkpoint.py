@@ -32,11 +32,13 @@ checkpoint also records the weights' `dtype`, which `swarmrl export` keeps by de
 Deleting is crash-safe too: a directory is first renamed to `.del-step_...` (atomic) and only
 then removed, so a kill -9 mid-delete never leaves a half-deleted `step_...` that still holds
 its manifest; leftovers are removed by the next save.
+
+The file layer (names, checksums, listing, verification, deletes) is node/checkpoint_files.py;
+this module writes and reads what is inside.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -51,23 +53,28 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from node import lora
+from node.checkpoint_files import (  # noqa: F401  (re-exported: callers import them from here)
+    CORRUPT,
+    DELETING,
+    FORMAT_VERSION,
+    PREFIX,
+    REQUIRED,
+    CheckpointError,
+    IncompatibleCheckpoint,
+    fsync,
+    latest,
+    list_checkpoints,
+    newest_verified,
+    remove,
+    set_aside,
+    sha256,
+    step_dirs,
+    verify,
+)
 
-FORMAT_VERSION = 1
-PREFIX = "step_"
 COMPONENTS_FILE = "components.pt"
-DELETING = ".del-"  # a directory being removed: never a checkpoint
-CORRUPT = "corrupt-"  # a checkpoint that failed to load and was set aside by load_latest
-REQUIRED = ("model.safetensors", "optimizer.pt", "rng.pt", "state.json", "config.yaml")
 
 log = logging.getLogger(__name__)
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint cannot be used; the message names the file and the reason."""
-
-
-class IncompatibleCheckpoint(CheckpointError):
-    """A sound checkpoint that does not fit this model or this code: no fallback helps."""
 
 
 @dataclass
@@ -77,22 +84,6 @@ class Restored:
     path: Path
     components: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> its state_dict()
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # newer corrupt ones: (dir, reason)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _unique_state(
@@ -152,15 +143,6 @@ def _check_plain(value: Any, where: str) -> None:
         )
 
 
-def _remove(path: Path) -> None:
-    """Delete a directory so that no crash leaves a half-deleted one under its old name."""
-    doomed = path.with_name(f"{DELETING}{path.name}-{os.getpid()}")
-    shutil.rmtree(doomed, ignore_errors=True)
-    os.rename(path, doomed)
-    _fsync(path.parent)
-    shutil.rmtree(doomed, ignore_errors=True)
-
-
 def save(
     ckpt_dir: Path,
     step: int,
@@ -208,75 +190,21 @@ def save(
     (tmp / "state.json").write_text(json.dumps(state, indent=1))
     (tmp / "config.yaml").write_text(config_yaml)
     files = sorted(p.name for p in tmp.iterdir())
-    manifest = {"format": FORMAT_VERSION, "files": {name: _sha256(tmp / name) for name in files}}
+    manifest = {"format": FORMAT_VERSION, "files": {name: sha256(tmp / name) for name in files}}
     (tmp / "MANIFEST.json").write_text(json.dumps(manifest, indent=1))
     for p in tmp.iterdir():
-        _fsync(p)
-    _fsync(tmp)
+        fsync(p)
+    fsync(tmp)
     if final.exists():
-        _remove(final)
+        remove(final)
     os.rename(tmp, final)
-    _fsync(ckpt_dir)
+    fsync(ckpt_dir)
     for old in list_checkpoints(ckpt_dir)[:-keep]:
-        _remove(old)
+        remove(old)
     for stale in [*ckpt_dir.glob(f".tmp-{PREFIX}*"), *ckpt_dir.glob(f"{DELETING}*")]:  # left by a kill -9
         if stale != tmp:
             shutil.rmtree(stale, ignore_errors=True)
     return final
-
-
-def _step_dirs(ckpt_dir: Path) -> list[Path]:
-    """Every `step_XXXXXXXX` directory, complete or not, oldest first."""
-    if not ckpt_dir.is_dir():
-        return []
-    found = [p for p in ckpt_dir.iterdir() if p.name.startswith(PREFIX) and p.name[len(PREFIX) :].isdigit()]
-    return sorted((p for p in found if p.is_dir()), key=lambda p: p.name)
-
-
-def list_checkpoints(ckpt_dir: Path) -> list[Path]:
-    """Complete checkpoints (with a manifest), oldest first.  Directories being written
-    (`.tmp-`), being deleted (`.del-`) or set aside as corrupt (`corrupt-`) never count."""
-    return [p for p in _step_dirs(ckpt_dir) if (p / "MANIFEST.json").is_file()]
-
-
-def latest(ckpt_dir: Path) -> Path | None:
-    found = list_checkpoints(ckpt_dir)
-    return found[-1] if found else None
-
-
-def verify(path: Path) -> dict[str, Any]:
-    """Check the manifest and every checksum; return state.json."""
-    manifest_path = path / "MANIFEST.json"
-    if not manifest_path.is_file():
-        raise CheckpointError(f"{path}: not a complete checkpoint (no MANIFEST.json)")
-    try:
-        manifest = json.loads(manifest_path.read_bytes())
-        files = manifest["files"]
-        if not isinstance(files, dict) or not all(isinstance(d, str) for d in files.values()):
-            raise TypeError("'files' is not a map of names to digests")
-    except (ValueError, KeyError, TypeError) as e:  # ValueError: bad JSON or bad UTF-8
-        raise CheckpointError(f"{manifest_path}: unreadable manifest ({e})") from None
-    if manifest.get("format") != FORMAT_VERSION:
-        raise IncompatibleCheckpoint(
-            f"{path}: checkpoint format {manifest.get('format')} != supported {FORMAT_VERSION}"
-        )
-    for name in REQUIRED:
-        if name not in files:
-            raise CheckpointError(f"{path}: manifest lacks {name}")
-    for name, digest in files.items():
-        if Path(name).name != name or name in (".", ".."):
-            raise CheckpointError(f"{manifest_path}: names a file outside the checkpoint: {name!r}")
-        f = path / name
-        if not f.is_file():
-            raise CheckpointError(f"{f}: missing")
-        if _sha256(f) != digest:
-            raise CheckpointError(f"{f}: checksum mismatch, the file is corrupt")
-    try:
-        state = json.loads((path / "state.json").read_bytes())
-        int(state["step"]), int(state["policy_version"]), state["model_name"], dict(state["aliases"])
-    except (ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{path / 'state.json'}: unreadable ({type(e).__name__}: {e})") from None
-    return state
 
 
 def load(
@@ -356,28 +284,6 @@ def _lora_mismatch(path: Path, saved: dict | None, here: dict | None) -> str:
     )
 
 
-def newest_verified(ckpt_dir: Path) -> tuple[Path, list[tuple[Path, str]]]:
-    """The newest checkpoint whose files all verify, and the newer ones that did not (with why),
-    without loading a model or renaming anything: for readers of a run that may still be going
-    (`swarmrl export`).  Raises `CheckpointError` when there is none or none is good."""
-    ckpt_dir = Path(ckpt_dir)
-    candidates = _step_dirs(ckpt_dir)
-    if not candidates:
-        raise CheckpointError(f"no checkpoint in {ckpt_dir} (expected {ckpt_dir}/{PREFIX}XXXXXXXX)")
-    skipped: list[tuple[Path, str]] = []
-    for path in reversed(candidates):
-        try:
-            verify(path)
-        except IncompatibleCheckpoint:
-            raise
-        except CheckpointError as e:
-            skipped.append((path, str(e)))
-            continue
-        return path, skipped
-    faults = "\n".join(f"  {p}: {why}" for p, why in skipped)
-    raise CheckpointError(f"no good checkpoint in {ckpt_dir}; every one is corrupt:\n{faults}")
-
-
 def _load_components(path: Path) -> dict[str, dict[str, Any]]:
     listed = json.loads((path / "MANIFEST.json").read_bytes())["files"]  # verified already
     if COMPONENTS_FILE not in listed:  # written without components, or before they existed
@@ -403,7 +309,7 @@ def load_latest(
     `CheckpointError` naming every directory and its fault when none is good.
     """
     ckpt_dir = Path(ckpt_dir)
-    candidates = _step_dirs(ckpt_dir)
+    candidates = step_dirs(ckpt_dir)
     if not candidates:
         return None
     skipped: list[tuple[Path, str]] = []
@@ -417,19 +323,8 @@ def load_latest(
             skipped.append((path, str(e)))
             continue
         for bad, _ in skipped:
-            _set_aside(bad)
+            set_aside(bad)
         restored.skipped = skipped
         return restored
     faults = "\n".join(f"  {p}: {why}" for p, why in skipped)
     raise CheckpointError(f"no good checkpoint in {ckpt_dir}; every one is corrupt:\n{faults}")
-
-
-def _set_aside(path: Path) -> None:
-    """Rename a corrupt checkpoint out of the way, keeping it for whoever investigates."""
-    target = path.with_name(f"{CORRUPT}{path.name}")
-    n = 1
-    while target.exists():
-        n += 1
-        target = path.with_name(f"{CORRUPT}{path.name}.{n}")
-    os.rename(path, target)
-    _fsync(path.parent)
