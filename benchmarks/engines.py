@@ -72,6 +72,19 @@ def timed_calls(engine, requests, sampling, repeats: int) -> dict:
     return out
 
 
+def logprob_gap(policy, groups, temperature: float) -> dict:
+    """How far the engine's behaviour log-probs are from the trainer's recomputation (nats/token)."""
+    from node.batching import first_completion_position, pack, token_logprobs
+
+    comps = [c for g in groups for c in g.completions]
+    batch = pack(comps, torch.zeros(len(comps)), policy.tokenizer.pad_token_id)
+    with torch.no_grad():
+        logp, _ = token_logprobs(policy.model, batch.input_ids, batch.attention_mask, temperature, False,
+                                 first_completion_position(comps))  # fmt: skip
+    gap = (logp - batch.behavior_logprobs)[batch.mask.bool()].abs()
+    return {"max": round(gap.max().item(), 4), "mean": round(gap.mean().item(), 4), "tokens": gap.numel()}
+
+
 def machine() -> dict:
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
@@ -90,6 +103,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--cache-dir", default="~/.cache/swarmrl")
     ap.add_argument("--engines", default="transformers,vllm")
+    ap.add_argument("--vllm-dtype", default="auto", help="rollout.vllm_dtype")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -120,10 +134,16 @@ def main() -> None:
         print(json.dumps(out["transformers"]), flush=True)
     if "vllm" in engines:
         started = time.perf_counter()
-        engine = build_engine(cfg.rollout.model_copy(update={"backend": "vllm"}), policy, renderer, seed=0)
+        engine = build_engine(
+            cfg.rollout.model_copy(update={"backend": "vllm", "vllm_dtype": args.vllm_dtype}),
+            policy,
+            renderer,
+            seed=0,
+        )
         start_s = time.perf_counter() - started
         res = {"engine_start_s": round(start_s, 1), "llm_init_s": round(engine.start_s, 1),
                "dtype": str(engine.dtype), **timed_calls(engine, requests, sampling, args.repeats)}  # fmt: skip
+        res["logprob_gap"] = logprob_gap(policy, engine.generate(requests, 1, sampling), sampling.temperature)
         syncs = []
         for v in range(1, args.syncs + 1):
             engine.sync_weights(v)
