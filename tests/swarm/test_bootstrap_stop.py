@@ -6,6 +6,9 @@ The signal goes to the leader alone (`docker stop`, `benchmarks/sapo/run.py`) or
 group (Ctrl-C in a terminal, `swarmrl lab down`: then p2pd dies first).  Everything is waited on
 by polling and killed by process group in a `finally`.
 
+The `p2pd-wedged` case freezes the daemon (SIGSTOP) before the signal: a p2pd that ignores its
+SIGTERM must still not outlive the bootstrap.
+
 The last test is the one for the symptom that was reported ("needed SIGKILL" after every SAPO
 run): the runner's `Children.reap` counted the bootstrap's zombie as alive, because nothing
 waited on it, and SIGKILLed a process that had already exited with status 0.
@@ -55,16 +58,17 @@ def daemons(pid: int) -> list[psutil.Process]:
 
 
 @pytest.mark.parametrize(
-    ("backend", "sig", "whole_group"),
+    ("backend", "sig", "whole_group", "wedged"),
     [
-        ("hivemind", signal.SIGTERM, False),
-        ("hivemind", signal.SIGINT, True),
-        ("libp2p", signal.SIGTERM, False),
+        ("hivemind", signal.SIGTERM, False, False),
+        ("hivemind", signal.SIGINT, True, False),
+        ("hivemind", signal.SIGTERM, False, True),
+        ("libp2p", signal.SIGTERM, False, False),
     ],
-    ids=["hivemind-sigterm-leader", "hivemind-sigint-group", "libp2p-sigterm-leader"],
+    ids=["hivemind-sigterm-leader", "hivemind-sigint-group", "hivemind-p2pd-wedged", "libp2p-sigterm-leader"],
 )
 def test_bootstrap_stops_with_a_peer_connected(  # type: ignore[no-untyped-def]
-    backend: str, sig: signal.Signals, whole_group: bool, swarm_factory, tmp_path
+    backend: str, sig: signal.Signals, whole_group: bool, wedged: bool, swarm_factory, tmp_path
 ) -> None:
     with bootstrap(backend, tmp_path) as (boot, addrs, log):
         swarm: Swarm = swarm_factory(backend)
@@ -73,15 +77,19 @@ def test_bootstrap_stops_with_a_peer_connected(  # type: ignore[no-untyped-def]
         assert wait_for(knows_boot, 120), peer.metrics()
         p2pd = daemons(boot.pid)
         assert len(p2pd) == (1 if backend == "hivemind" else 0), p2pd
+        if wedged:
+            p2pd[0].suspend()
         t0 = time.monotonic()
         (os.killpg if whole_group else os.kill)(boot.pid, sig)
         exited = wait_for(lambda: boot.poll() is not None, BOUND)
         elapsed, text = time.monotonic() - t0, log.read_text(errors="replace")
         assert exited, f"still running {BOUND:.0f} s after {sig.name}:\n{text[-3000:]}"
+        assert wait_for(lambda: not group_members({boot.pid}), 5), (
+            f"p2pd outlived its bootstrap:\n{text[-3000:]}"
+        )
+        assert not any(d.is_running() and d.status() != psutil.STATUS_ZOMBIE for d in p2pd)
         assert boot.returncode == 0, f"exit {boot.returncode} after {elapsed:.1f} s:\n{text[-3000:]}"
         assert text.count(f"bootstrap stopped ({sig.name})") == 1, text[-3000:]
-        assert wait_for(lambda: not group_members({boot.pid}), 5), "p2pd outlived its bootstrap"
-        assert not any(d.is_running() and d.status() != psutil.STATUS_ZOMBIE for d in p2pd)
         print(f"{backend}: exited {elapsed:.1f} s after {sig.name}")
 
 
