@@ -253,6 +253,13 @@ class RolloutConfig(Section):
         "on a GPU); auto = on CUDA only (on CPU it did not pay); the first call of each batch shape compiles"
     )
 
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, v: Any) -> Any:
+        if isinstance(v, bool):  # YAML reads `compile: off` (and rollout.compile=off) as a boolean
+            return "on" if v else "off"
+        return v
+
 
 class TrainerConfig(Section):
     steps: int = Field(30, ge=1, description="training steps of `swarmrl run`")

@@ -12,7 +12,7 @@ import torch
 from node.config import RolloutConfig
 from node.policy import load_policy
 from node.records import Request, SamplingParams
-from node.rollout import Renderer
+from node.rollout import Renderer, build_engine
 from node.rollout.hf import WIDTH_STEP, HFEngine, use_compile
 from node.tasks import build_tasks
 
@@ -23,6 +23,16 @@ def test_auto_compiles_on_cuda_only():
     assert RolloutConfig().compile == "auto"
     with pytest.raises(ValueError):
         RolloutConfig(compile="yes")
+
+
+@pytest.mark.parametrize("mode", ["on", "off", "auto"])
+def test_the_config_switch_reaches_the_engine(tiny_config, mode):
+    cfg = tiny_config(f"rollout.compile={mode}")
+    policy = load_policy(cfg.model)
+    engine = build_engine(
+        cfg.rollout, policy, Renderer.from_config(policy.tokenizer, cfg.tasks, policy.model)
+    )
+    assert engine.compiled == (mode == "on")  # the tests run on CPU: auto leaves it off
 
 
 @pytest.fixture
