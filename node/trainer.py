@@ -6,7 +6,9 @@ to compute (reference model, entropy gradient, the proximal pass) comes from `Re
 
 One `update` = one training step (one policy version):
 1. the proximal ("old") log-probs of every row are recorded once, before any weight moves
-   (skipped with `prox_logprobs=loglinear`, which approximates them from the behaviour ones);
+   (skipped with `prox_logprobs=loglinear`, which approximates them from the behaviour ones, and
+   when the update is one optimizer step, where the training forward's own detached log-probs
+   are the same anchor);
 2. `trainer.ppo_epochs` passes over the batch; each pass shuffles the rows and splits them into
    mini-batches of `trainer.mini_batch_size`, one AdamW step each.  From the second optimizer step
    on, pi_theta differs from pi_old, so ratios leave 1 and clipping and the off-policy
@@ -160,7 +162,7 @@ class Trainer:
             return {"skipped_empty_batch": 1.0}
         t0 = time.perf_counter()
         self.model.train()
-        old = self.policy_logprobs(completions) if self.req.old_logprobs else None
+        old = self.policy_logprobs(completions) if self._needs_old_pass(len(completions)) else None
         sources = source_ids(completions)
         lags = sampler_lags(completions, self.version, origin_newest)
         plan = plan_rows(
@@ -205,6 +207,17 @@ class Trainer:
             optimizer_steps=float(len(orders)), train_tokens_per_s=seen_tokens / elapsed, train_s=elapsed
         )
         return metrics
+
+    def _needs_old_pass(self, n_rows: int) -> bool:
+        """Whether to record pi_old in a separate no-grad pass.  With one optimizer step (one epoch,
+        one mini-batch) pi_theta is pi_old at the only step, so `logp.detach()` of the training
+        forward is the same anchor for free (about a quarter of the step at 0.5B on the H200,
+        docs/benchmarks.md); the pass stays when the foreign gate or ESS check must see it first."""
+        if not self.req.old_logprobs:
+            return False
+        single = self.cfg.ppo_epochs == 1 and (self.cfg.mini_batch_size or n_rows) >= n_rows
+        plans = self.algo.foreign_gate != "off" or self.algo.foreign_ess != "off"
+        return not single or plans
 
     def _optimizer_step(
         self,

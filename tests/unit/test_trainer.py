@@ -71,3 +71,16 @@ def test_entropy_bonus_reaches_the_weights(tiny_config):
     m = node.train_step()
     assert m["adv_abs_max"] == 0.0 and m["entropy"] > 0
     assert any(not torch.equal(p, before[n]) for n, p in node.policy.model.named_parameters())
+
+
+def test_the_old_log_prob_pass_runs_only_when_it_can_differ(tiny_config, monkeypatch):
+    """One optimizer step: pi_old is the training forward's own log-probs, no second pass;
+    several mini-batches (or the foreign gate, which reads it first): the no-grad pass runs."""
+    for overrides, passes in ((), 0), (("trainer.mini_batch_size=4",), 1), (("algorithm.foreign_gate=weight",), 1):
+        node = Node(tiny_config(*overrides))
+        calls = []
+        real = node.trainer.policy_logprobs
+        monkeypatch.setattr(node.trainer, "policy_logprobs", lambda rows, r=real: calls.append(len(rows)) or r(rows))
+        m = node.train_step()
+        assert len(calls) == passes, overrides
+        assert m["clip_frac"] == 0.0 or passes  # on-policy single step: ratio exactly 1
