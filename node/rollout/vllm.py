@@ -41,9 +41,11 @@ engines give different samples from the same distribution.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+import random
 import time
 from typing import Any
 
@@ -56,6 +58,19 @@ def derive_seed(*parts: int) -> int:
     """A 63-bit seed from integers, stable across processes and platforms (not Python's hash)."""
     digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
+
+
+@contextlib.contextmanager
+def keep_rng_state():
+    """Python's, NumPy's and torch's global generators as they were before the block."""
+    import numpy as np
+    import torch
+
+    py, npy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        yield
+    random.setstate(py)
+    np.random.set_state(npy)
 
 
 def import_vllm():
@@ -124,15 +139,16 @@ class VLLMEngine:
             # SIGILL on an AMX machine (reference/vllm-weight-sync.md, section 8).
             torch.ones(2, 2, dtype=torch.bfloat16) @ torch.ones(2, 2, dtype=torch.bfloat16)
         started = time.perf_counter()
-        self.llm = vllm.LLM(
-            model=source,
-            dtype=str(self.dtype).removeprefix("torch."),
-            seed=seed,
-            logprobs_mode="processed_logprobs",
-            max_num_seqs=cfg.batch_size,
-            enforce_eager=self.on_cpu if cfg.vllm_enforce_eager is None else cfg.vllm_enforce_eager,
-            **{k: v for k, v in kwargs.items() if v is not None},
-        )
+        with keep_rng_state():  # in-process, vLLM seeds the global generators with `seed`
+            self.llm = vllm.LLM(
+                model=source,
+                dtype=str(self.dtype).removeprefix("torch."),
+                seed=seed,
+                logprobs_mode="processed_logprobs",
+                max_num_seqs=cfg.batch_size,
+                enforce_eager=self.on_cpu if cfg.vllm_enforce_eager is None else cfg.vllm_enforce_eager,
+                **{k: v for k, v in kwargs.items() if v is not None},
+            )
         self.start_s = time.perf_counter() - started
         self._vllm = vllm
         self._push()  # the policy may already differ from the folder (a checkpoint loaded into it)

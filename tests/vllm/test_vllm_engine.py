@@ -34,6 +34,9 @@ ATOL = 0.05  # max |engine - trainer| per token, nats (bf16 engine vs float32 tr
 MEAN_ATOL = 0.01  # mean |engine - trainer| over a batch
 
 
+BUILD: dict[str, bool] = {}  # what the module's engine build left behind
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     from node.config import load_config
@@ -45,7 +48,9 @@ def setup(tmp_path_factory):
     policy = load_policy(cfg.model)
     renderer = Renderer.from_config(policy.tokenizer, cfg.tasks, policy.model)
     task = build_tasks(cfg.tasks)[0]
+    rng = torch.get_rng_state()
     engine = build_engine(cfg.rollout, policy, renderer, seed=cfg.seed)
+    BUILD["rng_kept"] = torch.equal(torch.get_rng_state(), rng)
     prompts = sorted((task.prompt(i) for i in range(40)), key=lambda p: len(p.question))
     requests = renderer.requests([prompts[0], prompts[-1]])  # two prompt lengths
     return cfg, policy, engine, requests
@@ -127,6 +132,10 @@ def test_max_tokens_and_stop_tokens_are_honoured(setup):
     finally:
         engine.stop_ids = saved
     assert all(len(c.completion_ids) == 24 for c in completions(full))
+
+
+def test_engine_start_leaves_the_nodes_torch_generator_alone(setup):
+    assert BUILD["rng_kept"]  # vLLM seeds the global generators in-process; the engine restores them
 
 
 def test_same_seed_and_history_give_the_same_samples(setup):
