@@ -99,6 +99,11 @@ class SwarmLink:
         try:
             loop.run_until_complete(self._main())
         finally:
+            leftover = asyncio.all_tasks(loop)  # library tasks no stop cancels (hivemind's DHT jobs)
+            for task in leftover:
+                task.cancel()
+            if leftover:  # like asyncio.run's cleanup, but bounded: a task may ignore its cancel
+                loop.run_until_complete(asyncio.wait(leftover, timeout=2))
             loop.close()
 
     async def _main(self) -> None:
