@@ -160,6 +160,8 @@ class VLLMEngine:
             log.warning("rollout.top_p=%s with vLLM: behaviour log-probs are the nucleus-renormalized "
                         "ones, not the full distribution's the trainer recomputes", sampling.top_p)  # fmt: skip
         jobs = [(i, r.prompt_ids) for i, r in enumerate(requests) for _ in range(group_size)]
+        if not jobs:
+            return [Group(r.prompt, ()) for r in requests]
         params = [self._params(sampling, k) for k in range(len(jobs))]
         self.calls += 1
         prompts = [{"prompt_token_ids": list(ids)} for _, ids in jobs]

@@ -86,6 +86,7 @@ def test_groups_have_g_completions_with_aligned_fields(setup):
                 assert c.completion_ids[-1] in stops and not set(c.completion_ids[:-1]) & stops
             else:
                 assert len(c.completion_ids) == 12 and not set(c.completion_ids) & stops
+    assert engine.generate([], 3, SamplingParams(12)) == []
     # a random model rarely ends its turn: three samples of one prompt are not all the same
     assert len({tuple(c.completion_ids) for c in groups[1].completions}) > 1
 
