@@ -42,7 +42,7 @@ def test_node_steps_sync_the_engine_to_the_trained_weights(tiny_config):
         logp, _ = token_logprobs(node.policy.model, batch.input_ids, batch.attention_mask, 1.0, False,
                                  first_completion_position(comps))  # fmt: skip
     gap = (logp - batch.behavior_logprobs)[batch.mask.bool()].abs()
-    assert gap.max() < 0.05, gap.max()
+    assert gap.max() < 0.1 and gap.mean() < 0.01, (gap.max(), gap.mean())  # as in test_vllm_engine.py
 
 
 def test_resumed_run_repeats_the_straight_one(tiny_config, tmp_path):
