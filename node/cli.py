@@ -4,6 +4,7 @@ config errors are instant."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -163,7 +164,7 @@ def _load(args):
 
 
 def cmd_run(args) -> int:
-    if args.gpus and args.gpus > 1:
+    if args.gpus and args.gpus > 1 and "LOCAL_RANK" not in os.environ:  # not yet under torchrun
         from node.distributed import relaunch
 
         return relaunch(args, args.gpus)
@@ -191,7 +192,7 @@ def _run(args, cfg) -> int:
     steps = args.steps or cfg.trainer.steps
     if args.resume:
         if node.resume():
-            distributed.share_checkpoint(node.ckpt_dir)
+            distributed.share_checkpoint(node)
             print(f"[node] resumed at step {node.step} from {node.ckpt_dir}", flush=True)
             for path in node.checkpoints_skipped:
                 print(f"[node] warning: skipped corrupt checkpoint {path} (set aside as corrupt-*)", flush=True)

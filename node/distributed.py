@@ -72,6 +72,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.distributed.tensor import distribute_tensor
 
 from node.batching import token_logprobs
 
@@ -220,9 +221,7 @@ class DataParallel:
         if not self.fsdp:
             yield
             return
-        from torch.distributed.fsdp import FSDPModule
-
-        shards = [m for m in self.module.modules() if isinstance(m, FSDPModule)]  # root first
+        shards = _reshard(self.module)  # from one state on every rank (see `_reshard`)
         for m in shards:
             m.unshard()
             m.set_reshard_after_forward(False, recurse=False)
@@ -233,19 +232,95 @@ class DataParallel:
                 m.reshard()
                 m.set_reshard_after_forward(True, recurse=False)
 
-    def full_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
-        """(model, optimizer) state dicts with whole tensors on CPU, on rank 0 (empty elsewhere);
-        collective under FSDP2."""
-        from torch.distributed.checkpoint.state_dict import (
-            StateDictOptions,
-            get_model_state_dict,
-            get_optimizer_state_dict,
-        )
 
-        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        return get_model_state_dict(model, options=opts), get_optimizer_state_dict(
-            model, optimizer, options=opts
-        )
+def _reshard(module: torch.nn.Module) -> list:
+    """Every FSDP2 module under `module` back to its shards (local, no communication); returns
+    them, root first.  FSDP2 leaves the root's weights gathered after a forward without backward,
+    registered in place of the shards: `parameters()` and `state_dict()` of the inner model would
+    then read stale gathered copies, and an `unshard()` would skip its all-gather on that rank only."""
+    from torch.distributed.fsdp import FSDPModule
+
+    shards = [m for m in module.modules() if isinstance(m, FSDPModule)]
+    for m in shards:
+        m.reshard()
+    return shards
+
+
+# -- checkpoints under FSDP2: whole tensors in the files, shards in memory ----------------------
+def _whole(t: Any) -> Any:
+    """A DTensor gathered whole onto the CPU (collective: every rank, same order)."""
+    return t.full_tensor().cpu() if hasattr(t, "full_tensor") else t
+
+
+def _shard(whole: torch.Tensor, like: Any) -> Any:
+    """This rank's shard of a whole tensor, placed like `like` (no communication: every rank
+    holds the whole tensor, read from the same checkpoint)."""
+    if not hasattr(like, "device_mesh"):
+        return whole
+    whole = whole.to(like.device_mesh.device_type, like.dtype)
+    return distribute_tensor(whole, like.device_mesh, like.placements, src_data_rank=None)
+
+
+class _Whole:
+    """A model or optimizer under FSDP2 as node/checkpoint.py reads and writes it: `state_dict()`
+    holds whole tensors (gathered by `whole`), `load_state_dict` cuts whole tensors into this
+    rank's shards; everything else (names, LoRA checks, param groups) is the wrapped object's."""
+
+    def __init__(self, inner: Any, state: dict | None = None):
+        self._inner, self._state = inner, state
+
+    def __getattr__(self, name: str):
+        return getattr(self._inner, name)
+
+    def state_dict(self) -> dict:
+        return self._state if self._state is not None else self._inner.state_dict()
+
+
+class WholeModel(_Whole):
+    def load_state_dict(self, tensors: dict, strict: bool = True) -> None:
+        own = self._inner.state_dict()  # detached views of the live shards
+        if strict and set(own) != set(tensors):
+            raise RuntimeError(f"state dict keys differ: {sorted(set(own) ^ set(tensors))[:3]}")
+        with torch.no_grad():
+            for name, t in tensors.items():
+                own[name].copy_(_shard(t, own[name]))
+
+
+class WholeOptimizer(_Whole):
+    def load_state_dict(self, state: dict) -> None:  # AdamW's per-parameter state tensors
+        params = [p for g in self._inner.param_groups for p in g["params"]]
+        shards = {
+            i: {k: _shard(v, params[i]) if torch.is_tensor(v) and v.dim() else v for k, v in s.items()}
+            for i, s in state["state"].items()
+        }
+        self._inner.load_state_dict({**state, "state": shards})
+
+
+def whole(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[Any, Any]:
+    """(model, optimizer) as a checkpoint is written from them: themselves, or under FSDP2 their
+    state gathered whole (collective: rank 0 announces it, the other ranks join from `serve`)."""
+    dp = _current
+    if dp is None or not dp.fsdp:
+        return model, optimizer
+    if dp.rank == 0:
+        dp.announce("whole", ())
+    _reshard(dp.module)
+    first: dict[int, str] = {}  # tied weights (embedding = LM head) are gathered once and stay one tensor
+    tied = {n: first.setdefault(id(p), n) for n, p in model.named_parameters(remove_duplicate=False)}
+    weights: dict[str, Any] = {}
+    for k, v in model.state_dict().items():
+        weights[k] = weights[tied[k]] if tied.get(k, k) in weights else _whole(v)
+    opt = optimizer.state_dict()
+    opt = {**opt, "state": {i: {k: _whole(v) for k, v in s.items()} for i, s in opt["state"].items()}}
+    return WholeModel(model, weights), WholeOptimizer(optimizer, opt)
+
+
+def loadable(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[Any, Any]:
+    """(model, optimizer) as a checkpoint is loaded into them on this rank alone."""
+    if _current is None or not _current.fsdp:
+        return model, optimizer
+    _reshard(_current.module)
+    return WholeModel(model), WholeOptimizer(optimizer)
 
 
 def collective(method: Callable) -> Callable:
@@ -316,8 +391,14 @@ def _decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
 def attach(engine, trainer, cfg) -> ShardedEngine:
     """Wrap this rank's policy for data-parallel training, hand the trainer its `DataParallel`,
     and return the engine that shares generation out.  Called by `Node` when `world() > 1`."""
+    from node import lora
+
     model = trainer.model
     fsdp = cfg.trainer.parallel == "fsdp"
+    if fsdp and lora.is_lora(model):
+        raise ValueError(
+            "trainer.parallel=fsdp with LoRA adapters is not supported; use trainer.parallel=ddp"
+        )
     module = LogprobPass(model)
     if fsdp:
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
@@ -327,13 +408,14 @@ def attach(engine, trainer, cfg) -> ShardedEngine:
         for layer in _decoder_layers(model):
             fully_shard(layer, mp_policy=mp)
         fully_shard(module, mp_policy=mp)
-        with torch.no_grad():  # FSDP2 initialises from the root's first forward: make it this one
-            one = torch.ones((1, 2), dtype=torch.long, device=next(model.parameters()).device)
-            module(one, one, 1.0, False)
         from node.trainer import build_adamw  # the parameters are now DTensor shards
 
         trainer.params = [p for p in model.parameters() if p.requires_grad]
         trainer.optimizer = build_adamw(trainer.params, cfg.trainer, trainer.device)
+        with torch.no_grad():  # FSDP2 initialises from the root's first forward: make it this one
+            one = torch.ones((1, 2), dtype=torch.long, device=trainer.params[0].device)
+            module(one, one, 1.0, False)
+        _reshard(module)
     else:
         from torch.nn.parallel import DistributedDataParallel
 
@@ -358,18 +440,26 @@ def serve(node) -> None:
         if name == "stop":
             return
         if name == "load":  # rank 0 resumed from this checkpoint: the same weights and optimizer state
-            node.resume(Path(args[0]))
+            from node import checkpoint
+
+            restored = checkpoint.load(Path(args[0]), *loadable(node.policy.model, node.trainer.optimizer))
+            node.trainer.version = restored.policy_version
+            continue
+        if name == "whole":  # rank 0 writes a checkpoint
+            whole(node.policy.model, node.trainer.optimizer)
             continue
         getattr(targets.get(name, node.trainer), name)(*args)
 
 
-def share_checkpoint(ckpt_dir: Path) -> None:
-    """After rank 0 resumed: every other rank loads the same checkpoint (no-op in one process).
-    `load_latest` set aside any newer corrupt one, so the newest complete one is what it loaded."""
+def share_checkpoint(node) -> None:
+    """After rank 0 resumed: every other rank loads the same checkpoint, then every engine takes
+    the weights (no-op in one process).  `load_latest` set aside any newer corrupt one, so the
+    newest complete checkpoint is the one rank 0 loaded."""
     from node import checkpoint
 
     if _current is not None and _current.rank == 0:
-        _current.announce("load", (str(checkpoint.latest(ckpt_dir)),))
+        _current.announce("load", (str(checkpoint.latest(node.ckpt_dir)),))
+        node.engine.sync_weights(node.trainer.version)
 
 
 def release() -> None:
@@ -382,6 +472,11 @@ def run_ranks(cfg, lead: Callable[[], int]) -> int:
     """Under torchrun: join the group; rank 0 runs `lead` (the node), the others serve it."""
     init(cfg.model.device)
     try:
+        if is_main():  # build or convert the model folder once, before every rank reads it
+            from node.policy import resolve_source
+
+            resolve_source(cfg.model)
+        dist.barrier()
         if is_main():
             try:
                 return lead()

@@ -160,15 +160,16 @@ class Node:
         return self._by_key.get(key)
 
     def save(self) -> Path:
+        model, optimizer = distributed.whole(self.policy.model, self.trainer.optimizer)  # FSDP2: gathered
         return checkpoint.save(
-            self.ckpt_dir, self.step, self.trainer.version, self.policy.model, self.trainer.optimizer,
+            self.ckpt_dir, self.step, self.trainer.version, model, optimizer,
             dump_config(self.cfg), self.cfg.model.name, self.cfg.checkpoint.keep, components=self.components(),
         )  # fmt: skip
 
     def resume(self, path: Path | None = None) -> bool:
         """Restore the given checkpoint, or the newest good one (falling back past corrupt ones
         with a warning); False if there is none."""
-        model, opt, name = self.policy.model, self.trainer.optimizer, self.cfg.model.name
+        (model, opt), name = distributed.loadable(self.policy.model, self.trainer.optimizer), self.cfg.model.name
         if path is not None:
             restored = checkpoint.load(path, model, opt, name)
         else:

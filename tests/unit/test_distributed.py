@@ -11,7 +11,9 @@ update (the step moves weights by ~1e-3) and on the loss.
 
 from __future__ import annotations
 
+import copy
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -20,6 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+from torch.distributed.fsdp import FSDPModule
 
 from node import checkpoint
 from node.collect import collect
@@ -47,7 +50,17 @@ def _batch(node: Node) -> tuple[list, torch.Tensor]:
     return rows, torch.linspace(-1.5, 1.5, len(rows))
 
 
+def _state(node: Node) -> dict[str, torch.Tensor]:
+    """Whole weights; under FSDP2 a collective that every rank calls (after `release`)."""
+    state = {k: v.detach().clone() for k, v in node.policy.model.state_dict().items()}
+    if any(hasattr(v, "full_tensor") for v in state.values()):  # FSDP2 shards: whole tensors (collective)
+        state = {k: v.full_tensor() for k, v in state.items()}
+    return state
+
+
 def _rank(r: int, world: int, port: int, cfg, batch_file: str, out_file: str) -> None:
+    """Rank 0: one update from the initial weights, save, resume the 1-rank checkpoint (step 5),
+    one more update.  Rank 1: serves.  Each writes its weights; rank 0 its metrics too."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(r), WORLD_SIZE=str(world))
     import torch.distributed as dist
 
@@ -56,39 +69,72 @@ def _rank(r: int, world: int, port: int, cfg, batch_file: str, out_file: str) ->
     dist.init_process_group("gloo")
     try:
         node = Node(cfg if r == 0 else distributed.worker_config(cfg))
+        out: dict = {"sharded": isinstance(node.trainer.dp.module, FSDPModule)}
         if r > 0:
             distributed.serve(node)
         else:
             rows, adv = torch.load(batch_file, weights_only=False)
-            metrics = node.trainer.update(rows, adv)
+            out["first"] = node.trainer.update(rows, adv)
+            whole, _ = distributed.whole(node.policy.model, node.trainer.optimizer)  # FSDP2: the ranks join
+            out["after_first"] = {k: v.clone() for k, v in whole.state_dict().items()}
+            out["saved"] = str(node.save())  # step 0, written by rank 0 alone
+            assert node.resume() and node.step == 5  # the 1-rank checkpoint put in our run dir
+            distributed.share_checkpoint(node)
+            out["second"] = node.trainer.update(rows, adv)
             distributed.release()
-        state = {k: v.detach().clone() for k, v in node.policy.model.state_dict().items()}
-        if hasattr(next(iter(state.values())), "full_tensor"):  # FSDP2: whole tensors (collective)
-            state = {k: v.full_tensor() for k, v in state.items()}
-        torch.save((state, metrics if r == 0 else None), f"{out_file}.{r}")
+        out["final"] = _state(node)
+        torch.save(out, f"{out_file}.{r}")
     finally:
         dist.destroy_process_group()
 
 
+def _close(a: dict, b: dict, tol: float) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=tol, rtol=0, msg=k)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
-def test_two_ranks_update_equals_one_rank(tiny_config, tmp_path, parallel):
-    cfg = tiny_config(*TRAIN, f"trainer.parallel={parallel}")
-    one = Node(cfg)
-    init = {k: v.clone() for k, v in one.policy.model.state_dict().items()}
+def test_two_ranks_equal_one_rank_and_resume_across(tiny_config, tmp_path, parallel):
+    """One update on 2 ranks = on 1 rank (weights, loss, grad norm); the 2-rank checkpoint loads
+    into 1 rank with the same weights and AdamW state; a 1-rank checkpoint resumed on 2 ranks
+    gives the second update the 1-rank run takes."""
+    one = Node(tiny_config(*TRAIN, f"logging.run_dir={tmp_path / 'one'}"))
+    init = one.policy.model.state_dict()
+    init = {k: v.clone() for k, v in init.items()}
     rows, adv = _batch(one)
     torch.save((rows, adv), tmp_path / "batch.pt")
     m1 = one.trainer.update(rows, adv)
     assert m1["optimizer_steps"] == 4.0
+    after_first = _state(one)
+    adam_first = copy.deepcopy(one.trainer.optimizer.state_dict()["state"])
+    one.step = 5
+    shutil.copytree(one.save(), tmp_path / "two" / "checkpoints" / "step_00000005")
+    m1b = one.trainer.update(rows, adv)
+
+    cfg = tiny_config(*TRAIN, f"trainer.parallel={parallel}", f"logging.run_dir={tmp_path / 'two'}")
     mp.spawn(_rank, args=(2, free_port(), cfg, str(tmp_path / "batch.pt"), str(tmp_path / "out")), nprocs=2)
-    (w0, m2), (w1, _) = (torch.load(tmp_path / f"out.{r}", weights_only=False) for r in (0, 1))
-    w = one.policy.model.state_dict()
-    assert any((w[k] - init[k]).abs().max() > 100 * TOL for k in w), "no update: the test checks nothing"
-    for k in w:
-        torch.testing.assert_close(w0[k], w[k], atol=TOL, rtol=0, msg=k)
-        torch.testing.assert_close(w1[k], w0[k], atol=1e-7, rtol=0, msg=k)  # the ranks agree
-    assert abs(m2["loss"] - m1["loss"]) < TOL and abs(m2["grad_norm"] - m1["grad_norm"]) < 1e-4
-    assert m2["optimizer_steps"] == 4.0
+    r0, r1 = (torch.load(tmp_path / f"out.{r}", weights_only=False) for r in (0, 1))
+    assert r0["sharded"] == r1["sharded"] == (parallel == "fsdp")
+    assert any((after_first[k] - init[k]).abs().max() > 100 * TOL for k in init), "no update: nothing checked"
+    _close(r0["after_first"], after_first, TOL)
+    assert (
+        abs(r0["first"]["loss"] - m1["loss"]) < TOL and abs(r0["first"]["grad_norm"] - m1["grad_norm"]) < 1e-4
+    )
+    assert r0["first"]["optimizer_steps"] == 4.0
+    # 2 ranks -> 1: the checkpoint holds whole weights and the whole AdamW state
+    fresh = Node(tiny_config(*TRAIN, f"logging.run_dir={tmp_path / 'fresh'}"))
+    checkpoint.load(Path(r0["saved"]), fresh.policy.model, fresh.trainer.optimizer)
+    _close(_state(fresh), after_first, TOL)
+    adam = fresh.trainer.optimizer.state_dict()["state"]
+    assert adam.keys() == adam_first.keys()
+    for i in adam:
+        _close(adam[i], adam_first[i], TOL)
+    # 1 rank -> 2: the resumed ranks take the 1-rank run's second update, and agree
+    _close(r0["final"], _state(one), TOL)
+    _close(r1["final"], r0["final"], 1e-7)
+    assert abs(r0["second"]["loss"] - m1b["loss"]) < TOL
 
 
 def _swarmrl(*args: str, run_dir: Path) -> subprocess.CompletedProcess:
