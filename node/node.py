@@ -244,6 +244,8 @@ class Node:
         self.step += 1
         metrics.update(step_metrics(cfg, groups, local, completions, out.advantages[rows], collected))
         metrics.update(self.replay.metrics(groups))
+        engine_metrics = getattr(self.engine, "metrics", None)  # e.g. rollout/compile_s, once
+        metrics.update(engine_metrics() if engine_metrics else {})
         metrics.update(policy_version=self.trainer.version, step_s=time.perf_counter() - t0)
         return metrics
 

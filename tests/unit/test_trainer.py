@@ -84,3 +84,11 @@ def test_the_old_log_prob_pass_runs_only_when_it_can_differ(tiny_config, monkeyp
         m = node.train_step()
         assert len(calls) == passes, overrides
         assert m["clip_frac"] == 0.0 or passes  # on-policy single step: ratio exactly 1
+
+
+def test_engine_metrics_reach_the_step_metrics(tiny_config, monkeypatch):
+    node = Node(tiny_config())
+    once = [{"rollout/compile_s": 1.5}, {}]
+    monkeypatch.setattr(node.engine, "metrics", lambda: once.pop(0), raising=False)
+    assert node.train_step()["rollout/compile_s"] == 1.5  # the first call's compile time, logged once
+    assert "rollout/compile_s" not in node.train_step()
