@@ -46,11 +46,11 @@ AdamW state on each rank: simplest, no weight all-gathers in the forward, and ev
 gradients and AdamW state (16 bytes a parameter) fit one GPU (1.5B on an H200).  `fsdp` shards
 them (`fully_shard` per decoder layer and on the whole, bf16 parameters with float32 reduction on
 CUDA) for models that do not fit; the weights are gathered whole for generation, the weight push
-and checkpoints (`full_weights`), so the rollout side sees the model a single process sees.
+and checkpoints, so the rollout side sees the model a single process sees (node/fsdp.py).
 
 Checkpoints: written once, by rank 0, with every weight and the optimizer state whole (under
-FSDP2 gathered to rank 0 first: `full_state`); the same files a single process writes, so resume
-works on any number of ranks.  Generation noise: ranks > 0 re-seed torch's generator before each
+FSDP2 gathered to rank 0 first: `whole`); the same files a single process writes, so resume
+works on any number of ranks (each rank loads the file rank 0 loaded: `share_checkpoint`).  Generation noise: ranks > 0 re-seed torch's generator before each
 generate call from (seed, rank, policy version, call), so a resumed run on the same number of ranks
 samples what the uninterrupted one would have; rank 0's generator is in the checkpoint as before.
 """
@@ -63,7 +63,7 @@ import math
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from inspect import signature
@@ -72,8 +72,8 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.distributed.tensor import distribute_tensor
 
+from node import fsdp
 from node.batching import token_logprobs
 
 # A rank waits in a broadcast while rank 0 does everything else of a step (and, at start, loads
@@ -214,86 +214,10 @@ class DataParallel:
         """`clip_grad_norm_`'s result as a plain tensor (a DTensor under FSDP2)."""
         return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
 
-    @contextlib.contextmanager
-    def full_weights(self) -> Iterator[None]:
+    def full_weights(self) -> contextlib.AbstractContextManager:
         """Under FSDP2, every weight whole on every rank for the duration (generation, the weight
         push); collective.  A no-op under DDP."""
-        if not self.fsdp:
-            yield
-            return
-        shards = _reshard(self.module)  # from one state on every rank (see `_reshard`)
-        for m in shards:
-            m.unshard()
-            m.set_reshard_after_forward(False, recurse=False)
-        try:
-            yield
-        finally:
-            for m in shards:
-                m.reshard()
-                m.set_reshard_after_forward(True, recurse=False)
-
-
-def _reshard(module: torch.nn.Module) -> list:
-    """Every FSDP2 module under `module` back to its shards (local, no communication); returns
-    them, root first.  FSDP2 leaves the root's weights gathered after a forward without backward,
-    registered in place of the shards: `parameters()` and `state_dict()` of the inner model would
-    then read stale gathered copies, and an `unshard()` would skip its all-gather on that rank only."""
-    from torch.distributed.fsdp import FSDPModule
-
-    shards = [m for m in module.modules() if isinstance(m, FSDPModule)]
-    for m in shards:
-        m.reshard()
-    return shards
-
-
-# -- checkpoints under FSDP2: whole tensors in the files, shards in memory ----------------------
-def _whole(t: Any) -> Any:
-    """A DTensor gathered whole onto the CPU (collective: every rank, same order)."""
-    return t.full_tensor().cpu() if hasattr(t, "full_tensor") else t
-
-
-def _shard(whole: torch.Tensor, like: Any) -> Any:
-    """This rank's shard of a whole tensor, placed like `like` (no communication: every rank
-    holds the whole tensor, read from the same checkpoint)."""
-    if not hasattr(like, "device_mesh"):
-        return whole
-    whole = whole.to(like.device_mesh.device_type, like.dtype)
-    return distribute_tensor(whole, like.device_mesh, like.placements, src_data_rank=None)
-
-
-class _Whole:
-    """A model or optimizer under FSDP2 as node/checkpoint.py reads and writes it: `state_dict()`
-    holds whole tensors (gathered by `whole`), `load_state_dict` cuts whole tensors into this
-    rank's shards; everything else (names, LoRA checks, param groups) is the wrapped object's."""
-
-    def __init__(self, inner: Any, state: dict | None = None):
-        self._inner, self._state = inner, state
-
-    def __getattr__(self, name: str):
-        return getattr(self._inner, name)
-
-    def state_dict(self) -> dict:
-        return self._state if self._state is not None else self._inner.state_dict()
-
-
-class WholeModel(_Whole):
-    def load_state_dict(self, tensors: dict, strict: bool = True) -> None:
-        own = self._inner.state_dict()  # detached views of the live shards
-        if strict and set(own) != set(tensors):
-            raise RuntimeError(f"state dict keys differ: {sorted(set(own) ^ set(tensors))[:3]}")
-        with torch.no_grad():
-            for name, t in tensors.items():
-                own[name].copy_(_shard(t, own[name]))
-
-
-class WholeOptimizer(_Whole):
-    def load_state_dict(self, state: dict) -> None:  # AdamW's per-parameter state tensors
-        params = [p for g in self._inner.param_groups for p in g["params"]]
-        shards = {
-            i: {k: _shard(v, params[i]) if torch.is_tensor(v) and v.dim() else v for k, v in s.items()}
-            for i, s in state["state"].items()
-        }
-        self._inner.load_state_dict({**state, "state": shards})
+        return fsdp.gathered(self.module) if self.fsdp else contextlib.nullcontext()
 
 
 def whole(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[Any, Any]:
@@ -304,23 +228,14 @@ def whole(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[Any
         return model, optimizer
     if dp.rank == 0:
         dp.announce("whole", ())
-    _reshard(dp.module)
-    first: dict[int, str] = {}  # tied weights (embedding = LM head) are gathered once and stay one tensor
-    tied = {n: first.setdefault(id(p), n) for n, p in model.named_parameters(remove_duplicate=False)}
-    weights: dict[str, Any] = {}
-    for k, v in model.state_dict().items():
-        weights[k] = weights[tied[k]] if tied.get(k, k) in weights else _whole(v)
-    opt = optimizer.state_dict()
-    opt = {**opt, "state": {i: {k: _whole(v) for k, v in s.items()} for i, s in opt["state"].items()}}
-    return WholeModel(model, weights), WholeOptimizer(optimizer, opt)
+    return fsdp.gather_state(model, optimizer, dp.module)
 
 
 def loadable(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[Any, Any]:
     """(model, optimizer) as a checkpoint is loaded into them on this rank alone."""
     if _current is None or not _current.fsdp:
         return model, optimizer
-    _reshard(_current.module)
-    return WholeModel(model), WholeOptimizer(optimizer)
+    return fsdp.loadable(model, optimizer, _current.module)
 
 
 def collective(method: Callable) -> Callable:
@@ -381,41 +296,20 @@ def init(device: str) -> None:
     dist.init_process_group("nccl" if cuda else "gloo", timeout=TIMEOUT)
 
 
-def _decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """The repeated blocks FSDP2 shards one by one (Hugging Face causal LMs: model.model.layers)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    inner = getattr(base, "model", None)
-    return list(getattr(inner, "layers", []))
-
-
 def attach(engine, trainer, cfg) -> ShardedEngine:
     """Wrap this rank's policy for data-parallel training, hand the trainer its `DataParallel`,
     and return the engine that shares generation out.  Called by `Node` when `world() > 1`."""
     from node import lora
 
     model = trainer.model
-    fsdp = cfg.trainer.parallel == "fsdp"
-    if fsdp and lora.is_lora(model):
+    sharded = cfg.trainer.parallel == "fsdp"
+    if sharded and lora.is_lora(model):
         raise ValueError(
             "trainer.parallel=fsdp with LoRA adapters is not supported; use trainer.parallel=ddp"
         )
     module = LogprobPass(model)
-    if fsdp:
-        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-
-        cuda = next(model.parameters()).device.type == "cuda"
-        mp = MixedPrecisionPolicy(torch.bfloat16, torch.float32) if cuda else MixedPrecisionPolicy()
-        for layer in _decoder_layers(model):
-            fully_shard(layer, mp_policy=mp)
-        fully_shard(module, mp_policy=mp)
-        from node.trainer import build_adamw  # the parameters are now DTensor shards
-
-        trainer.params = [p for p in model.parameters() if p.requires_grad]
-        trainer.optimizer = build_adamw(trainer.params, cfg.trainer, trainer.device)
-        with torch.no_grad():  # FSDP2 initialises from the root's first forward: make it this one
-            one = torch.ones((1, 2), dtype=torch.long, device=trainer.params[0].device)
-            module(one, one, 1.0, False)
-        _reshard(module)
+    if sharded:
+        module = fsdp.shard_policy(module, trainer, cfg.trainer)
     else:
         from torch.nn.parallel import DistributedDataParallel
 
@@ -427,7 +321,7 @@ def attach(engine, trainer, cfg) -> ShardedEngine:
         module = DistributedDataParallel(module, device_ids=ids, **(no_sync or {"broadcast_buffers": False}))
     global _current
     control = dist.new_group(backend="gloo")
-    _current = trainer.dp = DataParallel(rank(), world(), control, module, fsdp, seed=cfg.seed)
+    _current = trainer.dp = DataParallel(rank(), world(), control, module, sharded, seed=cfg.seed)
     return ShardedEngine(engine, _current)
 
 
