@@ -190,6 +190,10 @@ class VLLMEngine:
         )
 
     # -- weights ------------------------------------------------------------------------
+    def metrics(self) -> dict[str, float]:
+        """`rollout/sync_s`: seconds the last weight push took (the node logs it with the step)."""
+        return {"rollout/sync_s": self.last_sync_s}
+
     def sync_weights(self, version: int) -> None:
         """Push the trainer's current weights into vLLM, in place, and tag them `version`."""
         self._push()
