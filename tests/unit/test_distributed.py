@@ -5,8 +5,13 @@ The claim (node/distributed.py): a rank's partial loss is its rows' share of the
 the update after one step equals the 1-rank update up to float summation order.  The batch here
 is 7 rows in micro-batches of 3 and mini-batches of 4 over 2 epochs: 4 optimizer steps whose
 mini-batches split 2+2 and 1+2 over the ranks, a padding pass on the rank with fewer rows, and a
-proximal pass that is sharded and gathered.  Tolerance: 1e-5 absolute on every weight after the
-update (the step moves weights by ~1e-3) and on the loss.
+proximal pass that is sharded and gathered.  Tolerance: 2e-5 absolute on every weight and AdamW
+moment after the update (measured: 5.3e-6 for DDP and FSDP2; Adam magnifies the summation-order
+noise of small gradients, and the 4 steps move weights by up to 4e-3), 1e-5 on the loss (measured
+5e-8), 1e-4 on the gradient norm (measured 4e-6).  The same processes then check the
+checkpoint both ways: the one rank 0 writes loads into one process with the same weights and AdamW
+state, and a 1-rank checkpoint resumed on two ranks takes the 1-rank run's next update.  The CLI
+test runs `swarmrl run --nproc 2` -> resume on 1 -> resume on 2 through torchrun.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from node.node import Node
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN = ("trainer.micro_batch_size=3", "trainer.mini_batch_size=4", "trainer.ppo_epochs=2", "model.threads=1")
-TOL = 1e-5
+TOL = 2e-5  # weights and AdamW state (see the module docstring)
 
 
 def free_port() -> int:
@@ -120,7 +125,8 @@ def test_two_ranks_equal_one_rank_and_resume_across(tiny_config, tmp_path, paral
     assert any((after_first[k] - init[k]).abs().max() > 100 * TOL for k in init), "no update: nothing checked"
     _close(r0["after_first"], after_first, TOL)
     assert (
-        abs(r0["first"]["loss"] - m1["loss"]) < TOL and abs(r0["first"]["grad_norm"] - m1["grad_norm"]) < 1e-4
+        abs(r0["first"]["loss"] - m1["loss"]) < 1e-5
+        and abs(r0["first"]["grad_norm"] - m1["grad_norm"]) < 1e-4
     )
     assert r0["first"]["optimizer_steps"] == 4.0
     # 2 ranks -> 1: the checkpoint holds whole weights and the whole AdamW state
@@ -134,7 +140,7 @@ def test_two_ranks_equal_one_rank_and_resume_across(tiny_config, tmp_path, paral
     # 1 rank -> 2: the resumed ranks take the 1-rank run's second update, and agree
     _close(r0["final"], _state(one), TOL)
     _close(r1["final"], r0["final"], 1e-7)
-    assert abs(r0["second"]["loss"] - m1b["loss"]) < TOL
+    assert abs(r0["second"]["loss"] - m1b["loss"]) < 1e-5
 
 
 def _swarmrl(*args: str, run_dir: Path) -> subprocess.CompletedProcess:
