@@ -183,8 +183,10 @@ class DataParallel:
 
     # -- data ------------------------------------------------------------------------------
     def gather(self, mine: list) -> list:
-        """Every rank's list, concatenated in rank order, on every rank."""
+        """Every rank's list, concatenated in rank order, on every rank (tensors on the CPU: a
+        pickled CUDA tensor would come back on the sender's GPU)."""
         parts: list[Any] = [None] * self.world
+        mine = [x.cpu() if torch.is_tensor(x) else x for x in mine]
         dist.all_gather_object(parts, mine, group=self.control)
         return [x for p in parts for x in p]
 

@@ -34,7 +34,11 @@ def shard_policy(module: torch.nn.Module, trainer, cfg) -> torch.nn.Module:
 
     model = trainer.model
     cuda = next(model.parameters()).device.type == "cuda"
-    mp = MixedPrecisionPolicy(torch.bfloat16, torch.float32) if cuda else MixedPrecisionPolicy()
+    mp = (
+        MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        if cuda
+        else MixedPrecisionPolicy()
+    )
     for layer in _decoder_layers(model):
         fully_shard(layer, mp_policy=mp)
     fully_shard(module, mp_policy=mp)
