@@ -64,6 +64,8 @@ ARMS: dict[str, dict[str, Any]] = {
                                 "algorithm": {"is_level": "token", "is_cap": 2.0, "foreign_gate": "weight",
                                               "foreign_gate_stat": "ratio"}},
 }
+REUSE = ARMS["4/4 info reuse"]
+ARMS |= {"4/4 info reuse liar": REUSE | {"agent0": "liar"}, "4/4 info reuse foreign": REUSE | {"agent0": "small"}}
 HEADLINE, ROBUST, DIAGNOSTIC = list(ARMS)[:6], list(ARMS)[6:9], list(ARMS)[9:]
 REGIMES = ("easy", "sparse", "hetero")
 SMALL = {"d_model": 32, "n_layer": 1}  # the "different model" of the foreign arm

@@ -65,11 +65,13 @@ def run_numbers(run: dict[str, Any]) -> dict[str, Any]:
     curve = [st.fmean(a["evals"][i]["all"] for a in honest) for i in range(n_eval)]
     generated = [st.fmean(a["evals"][i]["generated"] for a in honest) for i in range(n_eval)]
     final = st.fmean(curve[-2:]) if n_eval > 2 else curve[-1]  # run.py evaluates at the start and end only
+    last = lambda a: st.fmean(e["all"] for e in a["evals"][-2:]) if n_eval > 2 else a["evals"][-1]["all"]  # noqa: E731
+    by_index = {a["index"]: last(a) for a in honest}
     return {
         "seed": run["seed"], "curve": curve, "generated_curve": generated, "start": curve[0], "final": final,
         "gain": final - curve[0], "own": st.fmean(a["own_reward"] for a in honest),
         "batch": st.fmean(a["batch_reward"] for a in honest), "generated": st.fmean(a["generated"] for a in honest),
-        "ext": st.fmean(a["external_groups"] for a in honest),
+        "ext": st.fmean(a["external_groups"] for a in honest), "by_index": by_index,
     }  # fmt: skip
 
 
@@ -117,19 +119,25 @@ def verdicts(regime: str, arms: dict[str, list[dict]]) -> list[str]:
                 ok = st.fmean(d) >= -2 * se
                 res.append(f"vs {name} {st.fmean(d):+.4f} (2 s.e. {2 * se:.4f}) {'pass' if ok else 'FAIL'}")
             out.append(f"{ours}: " + "; ".join(res))
-    if get("4/4 info"):
-        sd = st.stdev([r["final"] for r in arms["4/4 info"]]) if len(arms["4/4 info"]) > 1 else 0.0
-        for odd in ("4/4 info liar", "4/4 info foreign"):
-            if get(odd):
-                d = st.fmean(paired(arms[odd], arms["4/4 info"], "final"))
-                out.append(f"{odd}: honest agents {d:+.4f} vs 4/4 info (seed s.d. {sd:.4f}) -> "
+    for base in ("4/4 info", "4/4 info reuse"):
+        if not get(base):
+            continue
+        sd = st.stdev([r["final"] for r in arms[base]]) if len(arms[base]) > 1 else 0.0
+        for odd in (f"{base} liar", f"{base} foreign"):
+            if get(odd):  # the same honest agents (by index) in both arms: agent 0 starts weak in hetero
+                ref = {r["seed"]: r["by_index"] for r in arms[base]}
+                d = st.fmean(
+                    st.fmean(v - ref[r["seed"]][i] for i, v in r["by_index"].items())
+                    for r in arms[odd] if r["seed"] in ref
+                )  # fmt: skip
+                out.append(f"{odd}: honest agents {d:+.4f} vs {base} (seed s.d. {sd:.4f}) -> "
                            f"{'pass' if abs(d) < sd else 'FAIL'}")  # fmt: skip
     return out
 
 
 ORDER = ["8/0", "4/0", "4/4 uniform", "4/4 info", "4/4 info adaptive", "8/0 dynamic", "4/4 info liar",
          "4/4 info foreign", "4/4 uniform liar", "4/4 info gate", "4/4 info reuse", "4/4 info srcnorm",
-         "4/4 info adaptive reuse"]  # fmt: skip
+         "4/4 info adaptive reuse", "4/4 info reuse liar", "4/4 info reuse foreign"]  # fmt: skip
 
 
 def report(runs: list[dict[str, Any]], img: Path | None) -> str:
