@@ -35,16 +35,12 @@ from node.replay.peer_stats import PeerStats, drift_factor, mean_token_nll
 from node.replay.peer_value import entry_values
 from node.scoring import score_group
 from node.tasks.base import Task
+from protocol.outcome import claimed_successes
 from swarm.misconduct import Misconduct
 
 log = logging.getLogger(__name__)
 
 COUNTED_CAP = 4096  # group ids whose summary was folded in (so the fetched group is not counted twice)
-
-
-def successes(group: Group, signal: str | None) -> int:
-    """Completions our re-scoring counts as successes, as a summary counts them."""
-    return round(success_fraction(group, signal) * len(group.completions))
 
 
 class Peers:
@@ -72,7 +68,7 @@ class Peers:
             self.admission.error(item)
             log.warning("refused group %s from %s: %s", item.group_id[:12], item.origin[:16], e)
             return None
-        self._check_summary(item, group)
+        self._check_summary(item)
         verdict = self.admission.judge(item, group, now_ms)
         if verdict.misconduct is not None:
             self.stats.lie(item.origin)
@@ -84,12 +80,18 @@ class Peers:
         self.stats.admitted(item.origin)
         return None if item.group_id in self._counted else group
 
-    def _check_summary(self, item: Any, group: Group) -> None:
+    def _check_summary(self, item: Any) -> None:
+        """A summary is checked against the group it describes, as signed by the same origin: its
+        count must be the group's own claimed successes (correctness >= 0.5, as senders count
+        them).  The claims themselves are held to our verifier by admission (`claims_match`, with
+        its tolerance); comparing the summary with our re-scoring instead would call an honest
+        peer a liar whenever a graded score sits near 0.5."""
         summary_for = getattr(self.sharing, "summary_for", None)
         s = summary_for(item.group_id) if summary_for else None
-        if s is None:
+        claimed = claimed_successes(item.group)
+        if s is None or claimed is None:
             return
-        if not summary_agrees(s, item.group, successes(group, self.signal)):
+        if not summary_agrees(s, item.group, claimed):
             origin = s.origin  # the announce's signer made the claim
             self.stats.lie(origin)
             self.totals["summary_lies"] += 1

@@ -132,3 +132,25 @@ def test_status_lab_and_prometheus_show_what_peers_taught(make_node):  # noqa: F
     row = {"node": "node0", "pid": 1, "running": True, "step": 1, "steps": 2, "reward": 0.5, "peers": 1,
            "sent": 4, "received": 2, "admitted": 2, "used": 2, "signal": s["swarm"]["peer_signal_share"], "score": 0.0}
     assert "signal" in table([row]).splitlines()[0] and "%" in table([row]).splitlines()[1]
+
+
+def test_an_honest_summary_of_graded_claims_is_not_a_lie(make_node):  # noqa: F811
+    """Regression (chaos run: an honest node banned): a completion claimed 0.5 that our verifier
+    scores 0 passes admission's tolerance (|0.5 - 0| <= 0.5) and counts as a success in its
+    origin's summary; the summary must be checked against the group's own claims, not our score."""
+    from dataclasses import replace
+
+    from protocol import Identity, sign_group
+    from swarm.inbox import InboxItem
+
+    n = make_node("swarm.external_groups=1")
+    item = inbox(n, 1)[0]
+    g = item.group
+    comps = tuple(replace(c, claimed_rewards={"correctness": 1.0 if k == 0 else 0.5}) for k, c in enumerate(g.completions))
+    origin = Identity.generate()
+    signed = sign_group(replace(g, completions=comps, origin="", group_id=b"", origin_signature=b""), origin)
+    honest = InboxItem(signed.group_id.hex(), origin.peer_id, signed, 0.0, 100)
+    n.sharing.link.summaries = [_summary(honest, 2)]  # both completions claimed >= 0.5: 2, as its claims say
+    n.sharing.link.inbox = [honest]
+    n.peer_groups()
+    assert n.sharing.link.reports == [] and n.peers.stats.by_origin[origin.peer_id].lies == 0
