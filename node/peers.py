@@ -30,7 +30,6 @@ from node.config import Config
 from node.exchange import summary_agrees
 from node.records import Group, Prompt
 from node.replay.buffer import BufferConfig, BufferEntry, ReplayBuffer
-from node.replay.layer import success_fraction
 from node.replay.peer_stats import PeerStats, drift_factor, mean_token_nll
 from node.replay.peer_value import entry_values
 from node.scoring import score_group

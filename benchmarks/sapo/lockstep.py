@@ -204,7 +204,7 @@ def one_run(regime: str, arm: str, seed: int, args: argparse.Namespace) -> dict[
     evals = [evaluate(0)]
     rounds: list[list[dict[str, float]]] = [[] for _ in agents]
     for r in range(args.rounds):
-        for k, (n, p) in enumerate(agents):
+        for k, (n, _) in enumerate(agents):
             m = n.train_step()
             rounds[k].append({key: round(float(m[key]), 4) for key in KEEP if key in m})
         hub.flush()

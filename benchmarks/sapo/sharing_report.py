@@ -26,7 +26,7 @@ def compact(d: dict[str, Any]) -> dict[str, Any]:
     agents = []
     for a in d["agents"]:
         rounds = a["rounds"]
-        mean = lambda key: st.fmean(r.get(key, 0.0) for r in rounds)  # noqa: E731
+        mean = lambda key, rounds=rounds: st.fmean(r.get(key, 0.0) for r in rounds)  # noqa: E731
         agents.append({
             "index": a["index"], "odd": a["odd"], "generated": a["generated"],
             "evals": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in e.items()} for e in a["evals"]],

@@ -8,8 +8,10 @@ import random
 import pytest
 
 from node.admission import Admission, AdmissionConfig, Reason
-from node.replay.buffer import BufferConfig as PoolConfig, BufferEntry as PoolEntry, ReplayBuffer as GroupPool
 from node.records import Completion, Group
+from node.replay.buffer import BufferConfig as PoolConfig
+from node.replay.buffer import BufferEntry as PoolEntry
+from node.replay.buffer import ReplayBuffer as GroupPool
 from node.scoring import score_group
 from node.tasks.reasoning_gym_task import ReasoningGymTask
 from protocol import Completion as WireCompletion

@@ -80,7 +80,9 @@ def test_the_old_log_prob_pass_runs_only_when_it_can_differ(tiny_config, monkeyp
         node = Node(tiny_config(*overrides))
         calls = []
         real = node.trainer.policy_logprobs
-        monkeypatch.setattr(node.trainer, "policy_logprobs", lambda rows, r=real: calls.append(len(rows)) or r(rows))
+        monkeypatch.setattr(
+            node.trainer, "policy_logprobs", lambda rows, r=real, c=calls: c.append(len(rows)) or r(rows)
+        )
         m = node.train_step()
         assert len(calls) == passes, overrides
         assert m["clip_frac"] == 0.0 or passes  # on-policy single step: ratio exactly 1
