@@ -2,10 +2,10 @@
 on, and learn what each peer is worth.  `Node` calls it; it holds no trainer and no engine.
 
     peers = Peers(cfg, tasks, sharing, signal)
-    admitted = [g for it in sharing.drain() if (g := peers.admit(it, now_ms, localize))]
+    admitted = [g for it in sharing.drain() if (g := peers.admit(it, now_ms, version, localize))]
     evidence = peers.summaries(find_by_key)      # (prompt, successes, n) from announces, unfetched
     chosen, values = peers.take(want, rng, now_ms, p_hats)
-    peers.record(chosen_groups, ours_nll, advantages)   # drift and usefulness, after the update
+    peers.record(chosen_groups, ours, own_nll, advantages)   # drift and usefulness, per origin
 
 - admission (node/admission.py) judges each group; a group it admits goes to the pool
   (node/replay/buffer.py) and counts for its origin's reliability; a proven lie against it;
@@ -85,8 +85,7 @@ class Peers:
         them).  The claims themselves are held to our verifier by admission (`claims_match`, with
         its tolerance); comparing the summary with our re-scoring instead would call an honest
         peer a liar whenever a graded score sits near 0.5."""
-        summary_for = getattr(self.sharing, "summary_for", None)
-        s = summary_for(item.group_id) if summary_for else None
+        s = self.sharing.summary_for(item.group_id)
         claimed = claimed_successes(item.group)
         if s is None or claimed is None:
             return
@@ -98,11 +97,10 @@ class Peers:
 
     def summaries(self, find_by_key: Callable[[str, str], Prompt | None]) -> list[tuple[Prompt, int, int]]:
         """Announced outcomes of prompts we train on, as (prompt, successes, n); nothing is fetched."""
-        drain = getattr(self.sharing, "summaries", None)
-        if not self.sw.summaries or drain is None:
+        if not self.sw.summaries:
             return []
         out = []
-        for s in drain():
+        for s in self.sharing.summaries():
             prompt = find_by_key(s.task, s.prompt_key)
             if prompt is None or s.origin == self.sharing.peer_id or not 0 <= s.successes <= s.n:
                 continue
