@@ -44,9 +44,11 @@ Parallelism (`trainer.parallel`): `ddp` (default) keeps a full copy of weights, 
 AdamW state on each rank: simplest, no weight all-gathers in the forward, and every engine
 (transformers or vLLM) reads whole weights as it does in one process; right while the model, its
 gradients and AdamW state (16 bytes a parameter) fit one GPU (1.5B on an H200).  `fsdp` shards
-them (`fully_shard` per decoder layer and on the whole, bf16 parameters with float32 reduction on
-CUDA) for models that do not fit; the weights are gathered whole for generation, the weight push
-and checkpoints, so the rollout side sees the model a single process sees (node/fsdp.py).
+them (`fully_shard` per decoder layer and on the whole, computing in the weights' dtype with
+float32 gradient reduction) for models that do not fit.  Generation reads whole weights: the
+transformers engine gets its own plain copy (2 bytes a parameter in bf16; FSDP2's per-layer hooks
+would break its compiled decode), refreshed at each weight sync; vLLM has its own anyway.
+Checkpoints gather the weights whole (node/fsdp.py).
 
 Checkpoints: written once, by rank 0, with every weight and the optimizer state whole (under
 FSDP2 gathered to rank 0 first: `whole`); the same files a single process writes, so resume
@@ -263,8 +265,10 @@ class ShardedEngine:
     """An engine whose `generate` splits the requests over the ranks and whose `sync_weights`
     reaches every rank's engine; anything else is the rank's own engine's."""
 
-    def __init__(self, inner, dp: DataParallel):
-        self.inner, self.dp = inner, dp
+    def __init__(self, inner, dp: DataParallel, own_copy: bool = False):
+        # own_copy: under FSDP2 the inner engine generates from a whole copy of the policy
+        # (node/fsdp.py), which a weight sync refreshes; otherwise it reads the trainer's module
+        self.inner, self.dp, self.own_copy = inner, dp, own_copy
 
     def __getattr__(self, name: str):
         return getattr(self.inner, name)
@@ -276,7 +280,7 @@ class ShardedEngine:
         if dp.rank > 0:  # ranks > 0: a stream of their own, reproducible from the step
             dp.calls += 1
             torch.manual_seed(hash((dp.seed, dp.rank, dp.version, dp.calls)) & 0x7FFF_FFFF_FFFF_FFFF)
-        with dp.full_weights():
+        with contextlib.nullcontext() if self.own_copy else dp.full_weights():
             made = self.inner.generate(mine, group_size, sampling) if mine else []
         parts: list[Any] | None = [None] * dp.world if dp.rank == 0 else None
         dist.gather_object(made, parts, dst=0, group=dp.control)
@@ -284,8 +288,13 @@ class ShardedEngine:
 
     @collective
     def sync_weights(self, version: int) -> None:
-        self.dp.version, self.dp.calls = version, 0
-        with self.dp.full_weights():
+        dp = self.dp
+        dp.version, dp.calls = version, 0
+        if self.own_copy:
+            fsdp.copy_whole(dp.module, dp.module.policy, self.inner.model)
+            self.inner.sync_weights(version)
+            return
+        with dp.full_weights():
             self.inner.sync_weights(version)
 
 
@@ -310,6 +319,9 @@ def attach(engine, trainer, cfg) -> ShardedEngine:
             "trainer.parallel=fsdp with LoRA adapters is not supported; use trainer.parallel=ddp"
         )
     module = LogprobPass(model)
+    own_copy = sharded and getattr(engine, "model", None) is model  # transformers: see node/fsdp.py
+    if own_copy:
+        engine.model = fsdp.rollout_copy(model)
     if sharded:
         module = fsdp.shard_policy(module, trainer, cfg.trainer)
     else:
@@ -324,7 +336,7 @@ def attach(engine, trainer, cfg) -> ShardedEngine:
     global _current
     control = dist.new_group(backend="gloo")
     _current = trainer.dp = DataParallel(rank(), world(), control, module, sharded, seed=cfg.seed)
-    return ShardedEngine(engine, _current)
+    return ShardedEngine(engine, _current, own_copy)
 
 
 def serve(node) -> None:

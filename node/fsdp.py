@@ -2,11 +2,16 @@
 weights need beyond DDP.  PyTorch's `fully_shard` does the sharding; this module only decides
 where, and keeps three views of the weights consistent:
 
-- training: `shard_policy` shards each decoder layer and the whole policy pass (bf16 parameters
-  and float32 gradient reduction on CUDA), builds AdamW on the shards, and runs FSDP2's first
-  (initialising) forward through the root, before generation can call a layer on its own;
-- rollouts: `gathered` holds every weight whole on every rank while an engine generates or takes
-  a weight push, so the engine sees the model a single process sees;
+- training: `shard_policy` shards each decoder layer and the whole policy pass (compute in the
+  weights' dtype, bf16 on CUDA by default, with gradients reduced in float32), builds AdamW on the
+  shards, and runs FSDP2's first (initialising) forward through the root;
+- rollouts: an engine that generates from the trainer's own module (transformers) gets a whole,
+  plain copy of the policy (`rollout_copy`, 2 bytes a parameter in bf16), refreshed at every
+  weight sync one tensor at a time (`copy_whole`).  Generating through the sharded module
+  instead, with its weights gathered, ran FSDP2's hooks around every decoder layer, which split
+  the compiled decode into per-layer graphs until dynamo gave up and ran eagerly: 5.9x slower
+  than DDP at 1.5B on an H200 (docs/benchmarks.md).  `gathered` holds every weight whole on every
+  rank for an engine with its own copy anyway (vLLM) while it takes a weight push;
 - checkpoints: `gather_state` gathers the weights and AdamW state whole onto rank 0, and
   `loadable` lets each rank cut its own shards out of a whole checkpoint without communication,
   so the files are those of one process and resume on any number of ranks (node/checkpoint.py
@@ -33,12 +38,9 @@ def shard_policy(module: torch.nn.Module, trainer, cfg) -> torch.nn.Module:
     from node.trainer import build_adamw
 
     model = trainer.model
-    cuda = next(model.parameters()).device.type == "cuda"
-    mp = (
-        MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-        if cuda
-        else MixedPrecisionPolicy()
-    )
+    # compute in the weights' own dtype (model.dtype: bf16 on CUDA by default), as one process
+    # does; gradients are reduced over the ranks in float32
+    mp = MixedPrecisionPolicy(param_dtype=None, reduce_dtype=torch.float32)
     for layer in _decoder_layers(model):
         fully_shard(layer, mp_policy=mp)
     fully_shard(module, mp_policy=mp)
@@ -49,6 +51,31 @@ def shard_policy(module: torch.nn.Module, trainer, cfg) -> torch.nn.Module:
         module(one, one, 1.0, False)
     reshard(module)
     return module
+
+
+def rollout_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A plain copy of the (not yet sharded) policy for generation: no gradients, eval mode."""
+    import copy
+
+    clone = copy.deepcopy(model).eval()
+    clone.requires_grad_(False)
+    return clone
+
+
+@torch.no_grad()
+def copy_whole(module: torch.nn.Module, model: torch.nn.Module, target: torch.nn.Module) -> None:
+    """`model`'s weights (sharded under the FSDP2 root `module`) whole into `target`, a plain copy
+    of it; one parameter gathered at a time, each tied weight once.  Collective."""
+    reshard(module)
+    dst = dict(target.named_parameters(remove_duplicate=False))
+    first: dict[int, str] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in first:  # tied (embedding = LM head): the copy is tied too, or takes it again
+            if dst[name] is not dst[first[id(p)]]:
+                dst[name].copy_(dst[first[id(p)]])
+            continue
+        first[id(p)] = name
+        dst[name].copy_(p.full_tensor() if hasattr(p, "full_tensor") else p)
 
 
 @contextmanager

@@ -12,6 +12,9 @@ noise of small gradients, and the 4 steps move weights by up to 4e-3), 1e-5 on t
 checkpoint both ways: the one rank 0 writes loads into one process with the same weights and AdamW
 state, and a 1-rank checkpoint resumed on two ranks takes the 1-rank run's next update.  The CLI
 test runs `swarmrl run --nproc 2` -> resume on 1 -> resume on 2 through torchrun.
+
+On a host with 2 GPUs the same tests run on CUDA over NCCL (float32 weights, one GPU per rank;
+the CLI test at the default bf16); elsewhere, as in CI, on CPU over gloo.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ from node.node import Node
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN = ("trainer.micro_batch_size=3", "trainer.mini_batch_size=4", "trainer.ppo_epochs=2", "model.threads=1")
 TOL = 2e-5  # weights and AdamW state (see the module docstring)
+CUDA = torch.cuda.device_count() >= 2  # NCCL, a GPU per rank; else gloo on CPU
+ON = ("model.device=cuda", "model.dtype=float32") if CUDA else ("model.device=cpu",)
 
 
 def free_port() -> int:
@@ -60,18 +65,19 @@ def _state(node: Node) -> dict[str, torch.Tensor]:
     state = {k: v.detach().clone() for k, v in node.policy.model.state_dict().items()}
     if any(hasattr(v, "full_tensor") for v in state.values()):  # FSDP2 shards: whole tensors (collective)
         state = {k: v.full_tensor() for k, v in state.items()}
-    return state
+    return {k: v.cpu() for k, v in state.items()}  # ranks' GPUs differ: compare on the host
 
 
 def _rank(r: int, world: int, port: int, cfg, batch_file: str, out_file: str) -> None:
     """Rank 0: one update from the initial weights, save, resume the 1-rank checkpoint (step 5),
     one more update.  Rank 1: serves.  Each writes its weights; rank 0 its metrics too."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(r), WORLD_SIZE=str(world))
+    os.environ["LOCAL_RANK"] = str(r)
     import torch.distributed as dist
 
     from node import distributed
 
-    dist.init_process_group("gloo")
+    distributed.init("cuda" if CUDA else "cpu")
     try:
         node = Node(cfg if r == 0 else distributed.worker_config(cfg))
         out: dict = {"sharded": isinstance(node.trainer.dp.module, FSDPModule)}
@@ -81,13 +87,16 @@ def _rank(r: int, world: int, port: int, cfg, batch_file: str, out_file: str) ->
             rows, adv = torch.load(batch_file, weights_only=False)
             out["first"] = node.trainer.update(rows, adv)
             whole, _ = distributed.whole(node.policy.model, node.trainer.optimizer)  # FSDP2: the ranks join
-            out["after_first"] = {k: v.clone() for k, v in whole.state_dict().items()}
+            out["after_first"] = {k: v.detach().cpu().clone() for k, v in whole.state_dict().items()}
             out["saved"] = str(node.save())  # step 0, written by rank 0 alone
             assert node.resume() and node.step == 5  # the 1-rank checkpoint put in our run dir
             distributed.share_checkpoint(node)
             out["second"] = node.trainer.update(rows, adv)
+            node.engine.sync_weights(node.trainer.version)
             distributed.release()
         out["final"] = _state(node)
+        if node.engine.own_copy:  # FSDP2: the engine's own whole copy, refreshed by the sync
+            out["engine"] = {k: v.detach().cpu().clone() for k, v in node.engine.inner.model.state_dict().items()}
         torch.save(out, f"{out_file}.{r}")
     finally:
         dist.destroy_process_group()
@@ -105,9 +114,8 @@ def test_two_ranks_equal_one_rank_and_resume_across(tiny_config, tmp_path, paral
     """One update on 2 ranks = on 1 rank (weights, loss, grad norm); the 2-rank checkpoint loads
     into 1 rank with the same weights and AdamW state; a 1-rank checkpoint resumed on 2 ranks
     gives the second update the 1-rank run takes."""
-    one = Node(tiny_config(*TRAIN, f"logging.run_dir={tmp_path / 'one'}"))
-    init = one.policy.model.state_dict()
-    init = {k: v.clone() for k, v in init.items()}
+    one = Node(tiny_config(*TRAIN, *ON, f"logging.run_dir={tmp_path / 'one'}"))
+    init = {k: v.detach().cpu().clone() for k, v in one.policy.model.state_dict().items()}
     rows, adv = _batch(one)
     torch.save((rows, adv), tmp_path / "batch.pt")
     m1 = one.trainer.update(rows, adv)
@@ -118,10 +126,11 @@ def test_two_ranks_equal_one_rank_and_resume_across(tiny_config, tmp_path, paral
     shutil.copytree(one.save(), tmp_path / "two" / "checkpoints" / "step_00000005")
     m1b = one.trainer.update(rows, adv)
 
-    cfg = tiny_config(*TRAIN, f"trainer.parallel={parallel}", f"logging.run_dir={tmp_path / 'two'}")
+    cfg = tiny_config(*TRAIN, *ON, f"trainer.parallel={parallel}", f"logging.run_dir={tmp_path / 'two'}")
     mp.spawn(_rank, args=(2, free_port(), cfg, str(tmp_path / "batch.pt"), str(tmp_path / "out")), nprocs=2)
     r0, r1 = (torch.load(tmp_path / f"out.{r}", weights_only=False) for r in (0, 1))
     assert r0["sharded"] == r1["sharded"] == (parallel == "fsdp")
+    assert ("engine" in r0) == ("engine" in r1) == (parallel == "fsdp")
     assert any((after_first[k] - init[k]).abs().max() > 100 * TOL for k in init), "no update: nothing checked"
     _close(r0["after_first"], after_first, TOL)
     assert (
@@ -130,7 +139,7 @@ def test_two_ranks_equal_one_rank_and_resume_across(tiny_config, tmp_path, paral
     )
     assert r0["first"]["optimizer_steps"] == 4.0
     # 2 ranks -> 1: the checkpoint holds whole weights and the whole AdamW state
-    fresh = Node(tiny_config(*TRAIN, f"logging.run_dir={tmp_path / 'fresh'}"))
+    fresh = Node(tiny_config(*TRAIN, *ON, f"logging.run_dir={tmp_path / 'fresh'}"))
     checkpoint.load(Path(r0["saved"]), fresh.policy.model, fresh.trainer.optimizer)
     _close(_state(fresh), after_first, TOL)
     adam = fresh.trainer.optimizer.state_dict()["state"]
@@ -140,6 +149,9 @@ def test_two_ranks_equal_one_rank_and_resume_across(tiny_config, tmp_path, paral
     # 1 rank -> 2: the resumed ranks take the 1-rank run's second update, and agree
     _close(r0["final"], _state(one), TOL)
     _close(r1["final"], r0["final"], 1e-7)
+    for r in (r0, r1):  # the weights each rank generates from after the sync: the trained ones
+        if "engine" in r:
+            _close(r["engine"], r0["final"], 0.0)
     assert abs(r0["second"]["loss"] - m1b["loss"]) < 1e-5
 
 
