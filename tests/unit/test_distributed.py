@@ -96,7 +96,9 @@ def _rank(r: int, world: int, port: int, cfg, batch_file: str, out_file: str) ->
             distributed.release()
         out["final"] = _state(node)
         if node.engine.own_copy:  # FSDP2: the engine's own whole copy, refreshed by the sync
-            out["engine"] = {k: v.detach().cpu().clone() for k, v in node.engine.inner.model.state_dict().items()}
+            out["engine"] = {
+                k: v.detach().cpu().clone() for k, v in node.engine.inner.model.state_dict().items()
+            }
         torch.save(out, f"{out_file}.{r}")
     finally:
         dist.destroy_process_group()
