@@ -17,7 +17,7 @@ Reported per case: step/s, generated tokens/s, trained tokens/s, the generate an
 of a step, and each GPU's peak memory (`max_memory_allocated`).  The issue's goals: 2 GPUs >= 1.8x
 the steps/s of 1 at 1.5B with the same global batch, and lower per-GPU memory with FSDP2.
 
-Not yet run: the session that wrote it had no GPU time left (docs/benchmarks.md).
+Results on 2 H200s: docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -55,9 +55,13 @@ def worker(args) -> None:
     cuda = args.device == "cuda"
     device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
     model, tok = build(args.shape, device, torch.bfloat16 if cuda else torch.float32)
+    if args.gc:
+        from node.policy import enable_checkpointing
+
+        enable_checkpointing(model, lora=False)
     tcfg = TrainerConfig(micro_batch_size=args.micro, lr=1e-6, parallel=args.parallel)
     trainer = our_trainer(model, device, args.new, prox=True, cfg=tcfg)
-    engine = HFEngine(model, tok, {EOS}, args.prompts * args.group, device, "on" if cuda else "off")
+    engine = HFEngine(model, tok, {EOS}, args.prompts * args.group, device, args.compile if cuda else "off")
     if distributed.world() > 1:
         engine = distributed.attach(engine, trainer, SimpleNamespace(trainer=tcfg, seed=0))
     rows = prompts(args.prompts, args.prompt_len, model.config.vocab_size, seed=3)
@@ -101,8 +105,9 @@ def run_case(args, shape: str, case: str, tmp: str) -> dict:
     nproc, parallel = CASES[case]
     result = f"{tmp}/{shape}-{case}"
     own = ["--worker", "--shape", shape, "--parallel", parallel, "--result", result, "--device", args.device]
-    for k in ("prompts", "group", "new", "prompt_len", "micro", "steps"):
+    for k in ("prompts", "group", "new", "prompt_len", "micro", "steps", "compile"):
         own += [f"--{k.replace('_', '-')}", str(getattr(args, k))]
+    own += ["--gc"] * args.gc
     script = str(Path(__file__).resolve())
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
     cmd = (launch if nproc > 1 else [sys.executable]) + [script, *own]
@@ -133,6 +138,10 @@ def main() -> None:
     p.add_argument("--prompt-len", type=int, default=128, help="prompt length (drawn in [L/2, L])")
     p.add_argument("--micro", type=int, default=32, help="trainer.micro_batch_size (per rank)")
     p.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up")
+    p.add_argument(
+        "--compile", default="on", choices=["on", "off"], help="the engine's compiled decode (CUDA)"
+    )
+    p.add_argument("--gc", action="store_true", help="gradient checkpointing (model.gradient_checkpointing)")
     p.add_argument(
         "--quick", action="store_true", help="tiny shape and batch (with --device cpu: test the script)"
     )
