@@ -127,6 +127,31 @@ def run_case(args, shape: str, case: str, tmp: str) -> dict:
     return out
 
 
+def plot(results: list[dict], path: str) -> None:
+    """Stacked generate / update seconds of a step per case, one panel per shape."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shapes = list(dict.fromkeys(r["shape"] for r in results if "error" not in r))
+    fig, axes = plt.subplots(1, len(shapes), figsize=(4.2 * len(shapes), 3.4), squeeze=False)
+    for ax, shape in zip(axes[0], shapes):
+        rows = [r for r in results if r["shape"] == shape and "error" not in r]
+        names = [r["case"].replace("2-", "2 GPUs, ").replace("1", "1 GPU", 1) for r in rows]
+        gen, upd = [r["gen_s"] for r in rows], [r["train_s"] for r in rows]
+        ax.bar(names, gen, label="generate")
+        ax.bar(names, upd, bottom=gen, label="update")
+        for i, r in enumerate(rows):
+            ax.text(i, gen[i] + upd[i], f"{r.get('speedup_vs_1') or 0:.2f}x", ha="center", va="bottom")
+        ax.set_ylim(0, 1.15 * max(g + u for g, u in zip(gen, upd)))
+        ax.set_title(shape)
+        ax.set_ylabel("seconds a step")
+    axes[0][0].legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shapes", default="qwen0.5b,qwen1.5b", help="shapes of benchmarks/gpu.py SHAPES")
@@ -146,6 +171,10 @@ def main() -> None:
         "--quick", action="store_true", help="tiny shape and batch (with --device cpu: test the script)"
     )
     p.add_argument("--out", help="write the results as JSON here")
+    p.add_argument("--plot", help="draw the step's generate/update split per case to this PNG")
+    p.add_argument(
+        "--from-json", help="with --plot: draw these earlier results (an --out file) instead of running"
+    )
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--shape", help=argparse.SUPPRESS)
     p.add_argument("--parallel", help=argparse.SUPPRESS)
@@ -153,6 +182,8 @@ def main() -> None:
     args = p.parse_args()
     if args.worker:
         return worker(args)
+    if args.from_json:
+        return plot(json.loads(Path(args.from_json).read_text())["results"], args.plot or "multi_gpu.png")
     if args.quick:
         args.shapes, args.prompts, args.group, args.new, args.prompt_len, args.micro, args.steps = (
             "tiny", 4, 2, 8, 16, 3, 1,
@@ -170,6 +201,8 @@ def main() -> None:
             )
             r["speedup_vs_1"] = r["steps_per_s"] / base["steps_per_s"] if base else None
     print(json.dumps(results, indent=1))
+    if args.plot:
+        plot(results, args.plot)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(dict(args=vars(args), results=results), indent=1))
