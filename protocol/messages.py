@@ -170,7 +170,8 @@ class AnnounceItem:
     policy_version: int  # [pv] policy version that sampled it; 0..max_policy_version
     difficulty: float | None = None  # [d] optional estimate in [0, 1] (e.g. 1 - mean reward)
     # [pk] minor 2, optional, with ns: 16-byte protocol.outcome.prompt_key of the group's (task name,
-    # question); sent by the group's origin only.  A claim of the announcer, checked on fetch.
+    # question); derived from the signed group, by its origin or a relay.  A claim of the announcer,
+    # checked against the group's signed claims on fetch.
     prompt_key: bytes | None = None
     # [ns] minor 2, optional, with pk: completions the origin scored correct (claimed `correctness`
     # >= 0.5, protocol.outcome.claimed_successes); 0..n.

@@ -194,6 +194,7 @@ class Gossip:
         """Sign one of our groups, hold it for serving and announce it; returns its group id."""
         entry, signed = self.wire.seal_group(group)
         self.seen_groups.add(entry.group_id)
+        self.summaries.own(entry.group_id)
         self.outbox.put(entry, signed)
         self.metrics.inc("published_groups")
         self._announce([entry])

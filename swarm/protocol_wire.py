@@ -7,11 +7,13 @@
 * An inventory pull sends our `PeerCard` (which also authenticates us and refreshes our
   membership at the holder) and is answered by an `Announce` of the holder's newest groups,
   or by empty bytes when it holds none (an Announce needs at least one item).
-* Outcome summaries (protocol 1.2, protocol/outcome.py): the items of our own groups carry
-  `prompt_key` and `successes`; groups we admitted from others are re-announced without them,
-  since a summary is a claim its signer answers for and a relay cannot vouch for the origin's
-  scoring.  Opening an Announce turns each summarised item into a `swarm.summaries.Summary`
-  signed by the announcer.
+* Outcome summaries (protocol 1.2, protocol/outcome.py): items carry `prompt_key` and
+  `successes` derived from the signed group itself (its question and the correctness its origin
+  claims), for our own groups and for groups we admitted and re-announce alike.  A relay vouches
+  only for what anyone who fetches the group can check, that the count is the origin's signed
+  claim, never for the origin's scoring; without it a summary would reach only the origin's
+  direct neighbours.  Opening an Announce turns each summarised item into a
+  `swarm.summaries.Summary` signed by the announcer, the peer charged if it contradicts the group.
 
 Every frame from a peer goes through one `protocol.ValidatorChain` per gossip engine (it owns
 the replay cache), and must be signed by the transport-authenticated peer that handed it to
@@ -51,8 +53,9 @@ from swarm.wire import AnnounceEntry, Push, Rejected
 
 
 def entry_for(group: RolloutGroup, size: int | None = None, *, summarize: bool = False) -> AnnounceEntry:
-    """The announce entry of a signed group; with `summarize` (our own groups only) its outcome
-    summary too, when the group has a question and claims a correctness for every completion."""
+    """The announce entry of a signed group; with `summarize` its outcome summary too (derived from
+    the group, so any holder may send it), when the group has a question and claims a correctness
+    for every completion."""
     if size is None:
         size = len(encode_payload(group)[1])
     key = successes = None
@@ -189,4 +192,4 @@ class ProtocolWire:
             raise Rejected(RejectReason.UNKNOWN_TYPE.value, f"{type(message).__name__} sent as a response")
         if message.request_id != request_id:
             raise Rejected(RejectReason.INCONSISTENT.value, "response to another request")
-        return [(entry_for(g), g) for g in message.groups]
+        return [(entry_for(g, summarize=True), g) for g in message.groups]  # relays re-announce these

@@ -16,9 +16,10 @@ to learn what the swarm finds hard.  What the queue guarantees:
 
 Every drop is counted by why (`counts`: duplicate, origin_capped, evicted, banned).
 
-`Summary.origin` is the peer that signed the announce, the one a false summary is charged to.
-Honest peers only summarise groups they originated (swarm/protocol_wire.py: relays re-announce
-without the fields), so for them it is also the group's origin.
+`Summary.origin` is the peer that signed the announce, the one a false summary is charged to: the
+group's origin, or a relay that re-announced a group it fetched (swarm/protocol_wire.py: the
+count is derived from the signed group, so an honest relay's always agrees with it).  Summaries of
+our own groups, relayed back to us, are dropped (`own`): they are not evidence from the swarm.
 """
 
 from __future__ import annotations
@@ -74,6 +75,10 @@ class SummaryQueue:
 
     def __len__(self) -> int:
         return len(self._queue)
+
+    def own(self, group_id: str) -> None:
+        """A group we published: a summary of it that comes back through a relay is dropped."""
+        self._seen.add(group_id)
 
     def offer(self, summary: Summary) -> bool:
         """Queue `summary` unless it repeats a group or its announcer is over its cap."""

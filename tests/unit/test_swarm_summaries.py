@@ -1,6 +1,6 @@
 """Outcome summaries in the swarm layer: the bounded queue (flood cap, dedup, eviction, bans)
-and gossip over the in-memory transport on a simulated clock (heard without fetching, never
-vouched for by relays, lies and floods charged)."""
+and gossip over the in-memory transport on a simulated clock (heard without fetching, carried
+on by relays, lies and floods charged)."""
 
 from __future__ import annotations
 
@@ -97,7 +97,10 @@ def config(**gossip: Any) -> SwarmConfig:
     return SwarmConfig(backend="memory", swarm_id=SWARM, gossip=replace(base, **gossip))
 
 
-def test_a_peer_hears_summaries_without_fetching_and_relays_do_not_vouch() -> None:
+def test_summaries_travel_through_relays_and_never_come_back_to_their_origin() -> None:
+    """A - B - C in a line: B fetches and relays, C never fetches.  B hears A's summaries; C hears
+    them from B's relay (signed by B, the counts of A's signed claims); A drops its own returning."""
+
     async def scenario() -> None:
         hub = MemoryHub(latency=0.01, degree=1, seed=0)
         a = await SwarmPeer.start(Identity.generate(), config(), hub=hub)  # origin
@@ -109,17 +112,23 @@ def test_a_peer_hears_summaries_without_fetching_and_relays_do_not_vouch() -> No
         hub.link(b.peer_id, c.peer_id)
         claims = [[1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 0.5, 0.2], [0.0, 0.0, 0.0, 0.0]]
         gids = [await a.publish(question_group(i, cl)) for i, cl in enumerate(claims)]
+        counts = dict(zip(gids, [(1, 4), (3, 4), (0, 4)]))
         heard: list[Summary] = []
         assert await wait_for(lambda: len(heard.extend(b.gossip.drain_summaries(10)) or heard) == 3, 10.0)
-        assert {s.group_id: (s.successes, s.n) for s in heard} == dict(zip(gids, [(1, 4), (3, 4), (0, 4)]))
+        assert {s.group_id: (s.successes, s.n) for s in heard} == counts
         for s, i in zip(sorted(heard, key=lambda s: gids.index(s.group_id)), range(3)):
             assert (s.origin, s.task, s.policy_version) == (a.peer_id, "chain_sum", 7)
             assert s.prompt_key == prompt_key("chain_sum", f"What is {i} + {i}?")
         assert await wait_for(lambda: b.metrics().get("admitted_groups", 0) == 3, 10.0)  # B fetched them
-        # C hears of the groups only through B's relay: the entries, not the summaries
-        assert await wait_for(lambda: c.metrics().get("unwanted", 0) == 3, 10.0)
-        assert c.gossip.drain_summaries(10) == [] and c.metrics().get("fetch_attempts", 0) == 0
-        assert c.metrics().get("summaries_received", 0) == 0
+        # C hears of the groups only through B's relay, summaries included, without fetching
+        relayed: list[Summary] = []
+        assert await wait_for(lambda: len(relayed.extend(c.gossip.drain_summaries(10)) or relayed) == 3, 10.0)
+        assert {s.group_id: (s.successes, s.n) for s in relayed} == counts
+        assert {s.origin for s in relayed} == {b.peer_id}  # B signed the announce: B answers for it
+        assert c.metrics().get("fetch_attempts", 0) == 0
+        # B's relay reaches A too: A's own groups are not evidence, and are dropped as repeats
+        assert await wait_for(lambda: a.metrics().get("summaries_received", 0) == 3, 10.0)
+        assert a.gossip.drain_summaries(10) == [] and a.metrics().get("summaries_duplicate", 0) == 3
         for p in (a, b, c):
             await p.stop()
 
