@@ -8,7 +8,7 @@ itself never pushed):
 2. A peer that hears of a group it has not seen asks `want(entry)`; if wanted, it fetches the
    group by id with a `Request` to a peer that announced it (falling back to other announcers,
    each tried once), opens it through the `Wire` (codec limits, signatures, validators), checks
-   the content id, and puts it in the bounded `Inbox`.
+   the content id, and puts it in the bounded `Inbox` (swarm/fetching.py).
 3. On transports that only reach neighbours (`propagates` False: memory, hivemind) the new
    holder announces the group in turn, which is the relay: a group spreads in O(log N) hops
    and each peer sends each group's announce once to its neighbours and fetches it once.
@@ -28,15 +28,23 @@ charged to the sender's score (`scoring.ScoreParams`); fetched content is charge
 that served it.  A group whose bytes verified but failed validation is remembered as seen, so
 it is never fetched again from anyone.
 
-Requests we serve (fetches, inventory pulls) meet: drop if banned; the caller's request bucket;
-then `request_budget.py`, before anything is read: a lower per-caller limit on fetches that
-return nothing, and one budget for all callers together that serves peers with a positive
-score first and declines the rest as busy (the protocol's empty answer, charged to nobody).
+Requests we serve (fetches, inventory pulls; swarm/serving.py) meet: drop if banned; the
+caller's request bucket; then `request_budget.py`, before anything is read: a lower per-caller
+limit on fetches that return nothing, and one budget for all callers together that serves peers
+with a positive score first and declines the rest as busy (the protocol's empty answer, charged
+to nobody).
 
 Guarantee: with at least one honest holder reachable until `Outbox.ttl`, every wanted group is
 admitted exactly once (the seen-cache and the in-flight set suppress duplicates).  Fetching
 never spins: each holder of an id is asked at most once per announce, and an id whose
 remaining holders are all banned is dropped until a usable peer announces it (`pending.py`).
+
+Layout: `Gossip` is one engine over one set of state (seen-caches, pending fetches, scores,
+rate limiters, inbox/outbox, tasks).  This module holds its config, state, lifecycle, the node's
+API, outgoing announces and cards, incoming pushes and the anti-entropy `sync`; two mixins in
+their own modules hold the paths that are long enough to read on their own: `Fetching`
+(swarm/fetching.py: consider an entry, fetch by id, admit) and `Serving` (swarm/serving.py:
+request admission, answering fetches and inventory pulls).
 """
 
 from __future__ import annotations
@@ -45,34 +53,24 @@ import asyncio
 import hashlib
 import logging
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from swarm.inbox import Inbox, InboxItem
+from swarm.fetching import Fetching
+from swarm.inbox import Inbox
 from swarm.membership import Membership
 from swarm.metrics import SwarmMetrics
 from swarm.outbox import Outbox
-from swarm.pending import Heard, PendingFetches
+from swarm.pending import PendingFetches
 from swarm.rate_limit import PeerRateLimiter
-from swarm.request_budget import Admission, RequestBudget
+from swarm.request_budget import RequestBudget
 from swarm.scoring import PeerScores, ScoreParams
 from swarm.seen_cache import SeenCache
+from swarm.serving import Serving
 from swarm.summaries import Summary, SummaryConfig, SummaryQueue
 from swarm.transport import Transport, TransportError
-from swarm.wire import (
-    BANNED,
-    EMPTY_LIMITED,
-    FETCH_FAILED,
-    NOT_ALLOWED,
-    RATE_LIMITED,
-    REPLAYED,
-    TOO_LARGE,
-    WRONG_GROUP,
-    AnnounceEntry,
-    Rejected,
-    Wire,
-)
+from swarm.wire import BANNED, RATE_LIMITED, REPLAYED, TOO_LARGE, AnnounceEntry, Rejected, Wire
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +117,11 @@ class GossipConfig:
         return f"/swarmrl/{self.swarm_id}/inventory/1"
 
 
-class Gossip:
-    """One peer's gossip engine.  Build, `await start()`, then `publish_group` / `inbox`."""
+class Gossip(Fetching, Serving):
+    """One peer's gossip engine.  Build, `await start()`, then `publish_group` / `inbox`.
+
+    The fetch path (`_consider`, `_fetch`, `_admit`) comes from `Fetching`, the serving path
+    (`_admit_request`, `_serve`, `_serve_inventory`) from `Serving`; all state lives here."""
 
     def __init__(
         self, transport: Transport, wire: Wire, config: GossipConfig, want: WantFn | None = None
@@ -313,149 +314,7 @@ class Gossip:
             except TransportError:
                 continue
 
-    def _consider(self, entries: Iterable[AnnounceEntry], holder: str) -> None:
-        for entry in entries:
-            gid = entry.group_id
-            if gid in self.seen_groups:
-                self.metrics.inc("duplicate_announces")
-                continue
-            heard = self._pending.heard(gid, holder)
-            if heard is Heard.FULL:
-                self.metrics.inc("pending_overflow")
-                continue
-            if heard is Heard.KNOWN:
-                continue  # a fetch is running; it asks this holder too if it needs to
-            if not self.want(entry):
-                self.seen_groups.add(gid)
-                self._pending.drop(gid)
-                self.metrics.inc("unwanted")
-                continue
-            self._spawn(self._fetch(entry))
-
-    # -- fetching ------------------------------------------------------------------------------
-    def _usable(self, holder: str) -> bool:
-        return not self.scores.is_banned(holder)
-
-    async def _fetch(self, entry: AnnounceEntry) -> None:
-        """Ask up to `fetch_attempts` untried holders; start again only if an untried usable one
-        is left (swarm/pending.py), so a task never respawns without someone to ask."""
-        gid = entry.group_id
-        try:
-            async with self._fetch_slots:
-                for _ in range(self.config.fetch_attempts):
-                    holder = None if gid in self.seen_groups else self._pending.next_holder(gid, self._usable)
-                    if holder is None:
-                        return
-                    self.metrics.inc("fetch_attempts")
-                    if await self._fetch_from(holder, gid):
-                        return
-        finally:
-            if self._running and gid not in self.seen_groups and self._pending.has_untried(gid, self._usable):
-                self._spawn(self._fetch(entry))
-            else:
-                self._pending.drop(gid)  # settled, or nobody usable left: a later announce retries
-
-    async def _fetch_from(self, holder: str, gid: str) -> bool:
-        """One attempt; True when the group is settled (admitted, or proven bad)."""
-        m = self.metrics
-        rid, request = self.wire.seal_request([gid])
-        m.inc("sent_requests")
-        m.inc("sent_bytes", len(request))
-        try:
-            answer = await self.transport.request(
-                holder, self.config.fetch_protocol, request, self.config.fetch_timeout
-            )
-        except TransportError as e:
-            m.inc("fetch_failures")
-            self.scores.penalize(holder, FETCH_FAILED)
-            log.debug("fetch %s from %s failed: %s", gid[:12], holder[:12], e)
-            return False
-        m.inc("fetched_bytes", len(answer))
-        try:
-            opened = self.wire.open_response(answer, holder, rid)
-        except Rejected as e:
-            self._reject(holder, e.reason)
-            return False  # the frame is bad, not (provably) the group: try another holder
-        found = [(entry, group) for entry, group in opened if entry.group_id == gid]
-        if not found:
-            if opened:
-                self._reject(holder, WRONG_GROUP)
-            else:
-                m.inc("fetch_missing")  # honest: it no longer holds the group
-            return False
-        entry, group = found[0]
-        if self.config.allowlist is not None and entry.origin not in self.config.allowlist:
-            self._reject(holder, NOT_ALLOWED)
-            self.seen_groups.add(gid)
-            return True
-        self._admit(holder, entry, group)
-        return True
-
-    def _admit(self, holder: str, entry: AnnounceEntry, group: Any) -> None:
-        self.seen_groups.add(entry.group_id)
-        self.outbox.put(entry, group)
-        self.inbox.put(InboxItem(entry.group_id, entry.origin, group, self._now(), entry.size))
-        self.scores.reward(holder)
-        self.metrics.inc("admitted_groups")
-        self.metrics.inc("admitted_bytes", entry.size)
-        if self.relay:
-            self._announce([entry])
-
-    # -- serving -------------------------------------------------------------------------------
-    def _admit_request(self, caller: str, data: bytes, *, fetch: bool) -> bool:
-        """True: serve it.  False: over the node's budget, answer busy (charged to nobody).
-        Raises PermissionError, unread, for a banned caller or one over its own limits."""
-        if self.scores.is_banned(caller):
-            self.metrics.reject(BANNED)
-            raise PermissionError("banned")
-        if not self.request_limiter.allow(caller, len(data)):
-            self._reject(caller, RATE_LIMITED)
-            raise PermissionError("rate limited")
-        verdict = self.request_budget.admit(caller, fetch=fetch)
-        if verdict is Admission.EMPTY_LIMITED:
-            self._reject(caller, EMPTY_LIMITED)
-            raise PermissionError("too many empty fetches")
-        if verdict is Admission.BUSY:
-            self.metrics.inc("busy_requests")
-            return False
-        return True
-
-    async def _serve(self, caller: str, data: bytes) -> bytes:
-        if not self._admit_request(caller, data, fetch=True):
-            try:
-                return self.wire.decline_request(data)
-            except Rejected:  # not even a request: no answer to shape, still nobody charged
-                raise PermissionError("busy") from None
-        try:
-            rid, ids = self.wire.open_request(data, caller)
-        except Rejected as e:
-            self._reject(caller, e.reason)
-            raise PermissionError(e.reason) from None
-        held = [(i, self.outbox.get(i)) for i in ids]
-        groups = [g for _, g in held if g is not None]
-        if not groups:
-            self.request_budget.served_empty(caller)
-        self.metrics.inc("served_groups", len(groups))
-        answer = self.wire.seal_response(rid, groups, [i for i, g in held if g is None])
-        self.metrics.inc("sent_bytes", len(answer))
-        return answer
-
-    async def _serve_inventory(self, caller: str, data: bytes) -> bytes:
-        if not self._admit_request(caller, data, fetch=False):
-            return b""  # the answer of a holder with nothing to offer
-        try:
-            card = self.wire.open_push(data, caller)
-        except Rejected as e:
-            self._reject(caller, e.reason)
-            raise PermissionError(e.reason) from None
-        if card.addresses is not None:
-            self.members.update(caller, card.addresses)
-        entries = self.outbox.entries(self.config.inventory_size)
-        self.metrics.inc("served_inventories")
-        answer = self.wire.seal_announce(entries) if entries else b""
-        self.metrics.inc("sent_bytes", len(answer))
-        return answer
-
+    # -- anti-entropy --------------------------------------------------------------------------
     async def sync(self) -> None:
         """Pull one random neighbour's inventory and fetch what we miss (anti-entropy)."""
         peers = [p for p in self.transport.connected_peers() if not self.scores.is_banned(p)]
