@@ -1,15 +1,8 @@
 """py-libp2p (0.8.x) transport: GossipSub for broadcast, a length-prefixed stream for requests.
 
-The only module that imports `libp2p` (and `trio`).  py-libp2p runs on trio; the node is
-asyncio.  The bridge (`_TrioThread`) owns one daemon thread running `trio.run`, and crosses in
-both directions without ever blocking either loop:
-
-* asyncio -> trio: `TrioToken.run_sync_soon` (thread-safe, non-blocking) starts the coroutine
-  in the trio nursery; its result or exception comes back through
-  `loop.call_soon_threadsafe` onto an asyncio future.  Cancelling that future (e.g. by
-  `asyncio.wait_for`) cancels the trio task's cancel scope.
-* trio -> asyncio: `asyncio.run_coroutine_threadsafe`, awaited on the trio side through a
-  `trio.Event` set by `run_sync_soon` from the future's done-callback.
+The only module that imports `libp2p`.  py-libp2p runs on trio; the node is asyncio: the host
+lives in a `trio_bridge.TrioThread`, which carries calls both ways without blocking either loop
+(see that module), and request/response bytes travel as `stream_frames` frames.
 
 GossipSub is configured so that nothing is dropped at our rates (measured defaults drop: see
 `/work/shared/reference/dependencies.md` section 4): the per-peer/topic spam limit of 10 msg/s is
@@ -27,12 +20,9 @@ The host key is the node's Ed25519 key, so the libp2p peer id equals our protoco
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
-import struct
-import threading
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TypeVar
+from collections.abc import Iterable
+from typing import Any
 
 import multiaddr
 import trio
@@ -56,15 +46,15 @@ from swarm.transport import (
     RequestTimeout,
     TransportError,
 )
+from swarm.transports.stream_frames import ERR, MAX_FRAME, OK, frame, read_frame
+from swarm.transports.trio_bridge import TrioThread, leaf_message, to_asyncio
+
+__all__ = ["MAX_FRAME", "OUTBOUND_QUEUE", "SUBSCRIPTION_QUEUE", "Libp2pTransport"]
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 SUBSCRIPTION_QUEUE = 4096  # py-libp2p default 32 silently drops bursts
 OUTBOUND_QUEUE = 4096  # per-peer outbound RPC queue; default 32 silently drops bursts too
-MAX_FRAME = 8 * 1024 * 1024  # request/response frames above this are refused
-_LEN = struct.Struct(">I")
-_OK, _ERR = b"\x00", b"\x01"
 
 
 class _DeepRpcQueue(RpcQueue):
@@ -78,136 +68,6 @@ def _configure_pubsub_queues() -> None:
     """Raise both silent-drop queues.  Module globals: py-libp2p has no constructor argument."""
     pubsub_module.SUBSCRIPTION_CHANNEL_SIZE = SUBSCRIPTION_QUEUE
     pubsub_module.RpcQueue = _DeepRpcQueue  # type: ignore[misc]
-
-
-class _TrioThread:
-    """A trio event loop in a daemon thread, with a non-blocking bridge from asyncio."""
-
-    def __init__(self) -> None:
-        self.token: trio.lowlevel.TrioToken | None = None
-        self.nursery: trio.Nursery | None = None
-        self._ready = threading.Event()
-        self._stop: trio.Event | None = None
-        self._thread = threading.Thread(target=self._run, name="libp2p-trio", daemon=True)
-        self.main: Callable[[trio.Nursery], Awaitable[None]] | None = None
-        self.error: BaseException | None = None
-
-    def start(self, main: Callable[[trio.Nursery], Awaitable[None]]) -> None:
-        self.main = main
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            trio.run(self._root)
-        except BaseException as e:  # surfaced to whoever awaits start()
-            self.error = e
-            log.debug("trio thread ended with %r", e)
-        finally:
-            self._ready.set()
-
-    async def _root(self) -> None:
-        self.token = trio.lowlevel.current_trio_token()
-        self._stop = trio.Event()
-        async with trio.open_nursery() as nursery:
-            self.nursery = nursery
-            assert self.main is not None
-            nursery.start_soon(self.main, nursery)
-            await self._stop.wait()
-            nursery.cancel_scope.cancel()
-
-    def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> asyncio.Future[T]:
-        """Run `fn(*args)` in trio; returns an asyncio future for its result."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[T] = loop.create_future()
-        scope = trio.CancelScope()
-
-        def post(setter: Callable[[Any], None], value: Any) -> None:
-            if not fut.done():
-                setter(value)
-
-        async def runner() -> None:
-            with scope:
-                try:
-                    result = await fn(*args)
-                except BaseException as e:  # noqa: B036 -- every outcome must reach asyncio
-                    if isinstance(e, trio.Cancelled):
-                        loop.call_soon_threadsafe(post, fut.set_exception, asyncio.CancelledError())
-                        raise
-                    loop.call_soon_threadsafe(post, fut.set_exception, e)
-                    return
-                loop.call_soon_threadsafe(post, fut.set_result, result)
-
-        if self.token is None or self.nursery is None:
-            fut.set_exception(TransportError("libp2p thread is not running"))
-            return fut
-        nursery, token = self.nursery, self.token
-        try:
-            token.run_sync_soon(nursery.start_soon, runner)
-        except trio.RunFinishedError:
-            fut.set_exception(TransportError("libp2p thread has stopped"))
-            return fut
-        fut.add_done_callback(lambda f: f.cancelled() and self._cancel(scope))
-        return fut
-
-    def _cancel(self, scope: trio.CancelScope) -> None:
-        if self.token is not None:
-            try:
-                self.token.run_sync_soon(scope.cancel)
-            except trio.RunFinishedError:
-                pass
-
-    def stop(self, timeout: float = 5.0) -> None:
-        if self.token is not None and self._stop is not None:
-            try:
-                self.token.run_sync_soon(self._stop.set)
-            except trio.RunFinishedError:
-                pass
-        self._thread.join(timeout)
-
-
-async def _to_asyncio(loop: asyncio.AbstractEventLoop, coro: Awaitable[T]) -> T:
-    """From trio: run `coro` on the asyncio loop and wait for it without blocking trio."""
-    token = trio.lowlevel.current_trio_token()
-    done = trio.Event()
-    cfut: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(coro, loop)  # type: ignore[arg-type]
-
-    def wake(_: Any) -> None:
-        try:
-            token.run_sync_soon(done.set)
-        except trio.RunFinishedError:
-            pass
-
-    cfut.add_done_callback(wake)
-    try:
-        await done.wait()
-    except trio.Cancelled:
-        cfut.cancel()
-        raise
-    return cfut.result()
-
-
-def _leaf_message(e: BaseException) -> str:
-    """The innermost message of a (trio) exception group, which is what a user needs to see."""
-    while getattr(e, "exceptions", None):  # BaseExceptionGroup (or the 3.10 backport)
-        e = e.exceptions[0]  # type: ignore[attr-defined]
-    return str(e) or type(e).__name__
-
-
-async def _read_exact(stream: Any, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = await stream.read(n - len(buf))
-        if not chunk:
-            raise PeerUnreachable("stream closed mid-frame")
-        buf += chunk
-    return bytes(buf)
-
-
-async def _read_frame(stream: Any) -> bytes:
-    (n,) = _LEN.unpack(await _read_exact(stream, 4))
-    if n > MAX_FRAME:
-        raise PeerUnreachable(f"frame of {n} bytes exceeds {MAX_FRAME}")
-    return await _read_exact(stream, n)
 
 
 class _Gatekeeper(INotifee):
@@ -256,7 +116,7 @@ class Libp2pTransport:
         self._listen = multiaddr.Multiaddr(f"/ip4/{host}/tcp/{port}")
         self.bootstrap = list(bootstrap)
         self.mesh_degree, self.heartbeat, self.start_timeout = mesh_degree, heartbeat, start_timeout
-        self._thread = _TrioThread()
+        self._thread = TrioThread()
         self._host: Any = None
         self._pubsub: Any = None
         self._subs: dict[str, list[MessageHandler]] = {}
@@ -299,7 +159,7 @@ class Libp2pTransport:
             raise TransportError(f"libp2p host did not start within {self.start_timeout:.0f}s") from None
         except Exception as e:
             await self.stop()
-            raise TransportError(f"libp2p host failed to start on {self._listen}: {_leaf_message(e)}") from e
+            raise TransportError(f"libp2p host failed to start on {self._listen}: {leaf_message(e)}") from e
         for addr in self.bootstrap:
             await self.connect(addr)
 
@@ -418,16 +278,16 @@ class Libp2pTransport:
         protocol = str(stream.get_protocol())
         try:
             with trio.fail_after(30):
-                data = await _read_frame(stream)
+                data = await read_frame(stream)
                 handler = self._handlers.get(protocol)
                 if handler is None or not self.accepts(caller):
-                    answer = _ERR + b"refused"
+                    answer = ERR + b"refused"
                 else:
                     try:
-                        answer = _OK + await _to_asyncio(loop, handler(caller, data))
+                        answer = OK + await to_asyncio(loop, handler(caller, data))
                     except Exception as e:  # the handler's refusal travels back as an error frame
-                        answer = _ERR + str(e).encode()[:200]
-                await stream.write(_LEN.pack(len(answer)) + answer)
+                        answer = ERR + str(e).encode()[:200]
+                await stream.write(frame(answer))
         except Exception as e:
             log.debug("stream from %s failed: %s", caller, e)
         finally:
@@ -444,8 +304,8 @@ class Libp2pTransport:
             with trio.fail_after(timeout):
                 stream = await self._host.new_stream(ID.from_base58(peer_id), [TProtocol(protocol)])
                 try:
-                    await stream.write(_LEN.pack(len(data)) + data)
-                    return await _read_frame(stream)
+                    await stream.write(frame(data))
+                    return await read_frame(stream)
                 finally:
                     await stream.close()
 
@@ -457,6 +317,6 @@ class Libp2pTransport:
             raise
         except Exception as e:
             raise PeerUnreachable(f"{peer_id}/{protocol}: {e}") from e
-        if answer[:1] != _OK:
+        if answer[:1] != OK:
             raise PeerUnreachable(f"{peer_id} refused {protocol}: {answer[1:].decode(errors='replace')}")
         return answer[1:]
