@@ -29,11 +29,15 @@ def _load(args):
 
 
 def cmd_run(args) -> int:
+    cfg = _load(args)  # a bad config fails here, before any rank starts
     if args.gpus and args.gpus > 1 and "LOCAL_RANK" not in os.environ:  # not yet under torchrun
-        from node.distributed import relaunch
+        from node.distributed import relaunch, unsupported
 
+        problem = unsupported(cfg)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
         return relaunch(args, args.gpus)
-    cfg = _load(args)
     check_run_dir(cfg)
     check_identity(cfg)
     check_before_loading(cfg)

@@ -381,8 +381,32 @@ def release() -> None:
         _current.stop()
 
 
+def unsupported(cfg) -> str | None:
+    """Why `cfg` cannot run as one node on several ranks here, or None."""
+    device = cfg.model.device
+    if cfg.rollout.backend == "vllm" and (device == "cuda" or (device == "auto" and torch.cuda.is_available())):
+        # vLLM's in-process executor takes its GPU index from the device name ("cuda" -> 0), not
+        # from LOCAL_RANK: every rank's engine would land on GPU 0 (read in vLLM 0.32's
+        # uniproc_executor.py; no vLLM was available on a multi-GPU host to try it)
+        return ("rollout.backend=vllm on several GPUs is not supported yet (vLLM's in-process engine "
+                "would put every rank's copy on GPU 0); use rollout.backend=transformers, or one GPU")  # fmt: skip
+    return None
+
+
+def _vllm_owns_teardown() -> bool:
+    """Whether an in-process vLLM built its groups on ours: it destroys them at exit, the default
+    group included, and fails ("Invalid process group specified") if we destroyed them first."""
+    state = sys.modules.get("vllm.distributed.parallel_state")
+    return state is not None and getattr(state, "_WORLD", None) is not None
+
+
 def run_ranks(cfg, lead: Callable[[], int]) -> int:
     """Under torchrun: join the group; rank 0 runs `lead` (the node), the others serve it."""
+    problem = unsupported(cfg)
+    if problem:
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"error: {problem}", file=sys.stderr)
+        return 2
     init(cfg.model.device)
     try:
         if is_main():  # build or convert the model folder once, before every rank reads it
@@ -406,4 +430,5 @@ def run_ranks(cfg, lead: Callable[[], int]) -> int:
         dist.barrier()
         return code
     finally:
-        dist.destroy_process_group()
+        if not _vllm_owns_teardown():
+            dist.destroy_process_group()
