@@ -332,12 +332,7 @@ def attach(engine, trainer, cfg) -> ShardedEngine:
         no_sync = {
             k: False for k in ("forward_sync_buffers",) if k in signature(DistributedDataParallel).parameters
         }
-        # gradients live in DDP's all-reduce buckets instead of beside them: one copy of the
-        # gradients less (PyTorch's documented effect; DDP's peak at 1.5B was 3 GB over one GPU's
-        # before this, docs/benchmarks.md; the saving is not yet measured on a GPU)
-        module = DistributedDataParallel(
-            module, device_ids=ids, gradient_as_bucket_view=True, **(no_sync or {"broadcast_buffers": False})
-        )
+        module = DistributedDataParallel(module, device_ids=ids, **(no_sync or {"broadcast_buffers": False}))
     global _current
     control = dist.new_group(backend="gloo")
     _current = trainer.dp = DataParallel(rank(), world(), control, module, sharded, seed=cfg.seed)
