@@ -66,6 +66,8 @@ ARMS: dict[str, dict[str, Any]] = {
 }
 REUSE = ARMS["4/4 info reuse"]
 ARMS |= {"4/4 info reuse liar": REUSE | {"agent0": "liar"}, "4/4 info reuse foreign": REUSE | {"agent0": "small"}}
+# the ESS check on top of the corrected setting (rule: docs/sapo.md, "The ESS check")
+ARMS["4/4 info reuse ess"] = REUSE | {"algorithm": REUSE["algorithm"] | {"foreign_ess": "scale"}}
 HEADLINE, ROBUST, DIAGNOSTIC = list(ARMS)[:6], list(ARMS)[6:9], list(ARMS)[9:]
 REGIMES = ("easy", "sparse", "hetero")
 SMALL = {"d_model": 32, "n_layer": 1}  # the "different model" of the foreign arm

@@ -119,6 +119,13 @@ def verdicts(regime: str, arms: dict[str, list[dict]]) -> list[str]:
                 ok = st.fmean(d) >= -2 * se
                 res.append(f"vs {name} {st.fmean(d):+.4f} (2 s.e. {2 * se:.4f}) {'pass' if ok else 'FAIL'}")
             out.append(f"{ours}: " + "; ".join(res))
+    if get("4/4 info reuse ess") and get("4/4 info reuse"):  # rule: docs/sapo.md, "The ESS check"
+        d = paired(arms["4/4 info reuse ess"], arms["4/4 info reuse"], "final")
+        se = st.stdev(d) / len(d) ** 0.5 if len(d) > 1 else 0.0
+        wins = sum(x > 0 for x in d)
+        ok = st.fmean(d) > 2 * se and wins >= 4 and len(d) >= 5
+        out.append(f"4/4 info reuse ess: final held-out {st.fmean(d):+.4f} vs 4/4 info reuse (2 s.e. {2 * se:.4f}), "
+                   f"above in {wins}/{len(d)} seeds -> {'adopt' if ok else 'do not adopt'}")  # fmt: skip
     for base in ("4/4 info", "4/4 info reuse"):
         if not get(base):
             continue
@@ -137,7 +144,7 @@ def verdicts(regime: str, arms: dict[str, list[dict]]) -> list[str]:
 
 ORDER = ["8/0", "4/0", "4/4 uniform", "4/4 info", "4/4 info adaptive", "8/0 dynamic", "4/4 info liar",
          "4/4 info foreign", "4/4 uniform liar", "4/4 info gate", "4/4 info reuse", "4/4 info srcnorm",
-         "4/4 info adaptive reuse", "4/4 info reuse liar", "4/4 info reuse foreign"]  # fmt: skip
+         "4/4 info adaptive reuse", "4/4 info reuse liar", "4/4 info reuse foreign", "4/4 info reuse ess"]  # fmt: skip
 
 
 def to_target(r: dict[str, Any], target: float) -> float | None:
