@@ -31,7 +31,7 @@ def _load(args):
 def cmd_run(args) -> int:
     cfg = _load(args)  # a bad config fails here, before any rank starts
     if args.gpus and args.gpus > 1 and "LOCAL_RANK" not in os.environ:  # not yet under torchrun
-        from node.distributed import relaunch, unsupported
+        from node.launch import relaunch, unsupported
 
         problem = unsupported(cfg)
         if problem:
@@ -44,7 +44,9 @@ def cmd_run(args) -> int:
     from node import distributed
 
     if distributed.launched():  # under torchrun: rank 0 runs the node, the other ranks serve it
-        return distributed.run_ranks(cfg, lambda: _run(args, cfg))
+        from node.launch import run_ranks
+
+        return run_ranks(cfg, lambda: _run(args, cfg))
     return _run(args, cfg)
 
 

@@ -3,7 +3,7 @@ share of every training pass (issue 16).  PyTorch's own stack throughout: `torch
 collectives, DDP or FSDP2 (`fully_shard`), launched by torchrun.
 
 Launch: `torchrun --nproc-per-node N -m node.cli run ...`, or `swarmrl run --gpus N ...`, which
-re-launches itself that way (`relaunch`).  Every rank builds the same policy, engine and trainer
+re-launches itself that way (node/launch.py).  Every rank builds the same policy, engine and trainer
 (`Node(cfg)`; ranks > 0 without the swarm link: `worker_config`).  Rank 0 then runs `Node.run`
 exactly as a single process does; ranks > 0 run `serve`, which executes the calls rank 0 makes.
 
@@ -63,8 +63,6 @@ import contextlib
 import functools
 import math
 import os
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -99,17 +97,6 @@ def world() -> int:
 
 def is_main() -> bool:
     return rank() == 0
-
-
-def relaunch(args: Any, nproc: int) -> int:
-    """`swarmrl run --gpus N ...` -> `python -m torch.distributed.run --nproc-per-node N -m
-    node.cli run ...` (the same arguments, without --gpus); returns its exit status."""
-    argv = ["run", *[a for c in args.config for a in ("--config", c)]]
-    argv += ["--resume"] * bool(args.resume) + ["--eval"] * bool(args.eval)
-    argv += ["--steps", str(args.steps)] if args.steps else []
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           "-m", "node.cli", *argv, *args.overrides]  # fmt: skip
-    return subprocess.call(cmd)
 
 
 def worker_config(cfg):
@@ -374,56 +361,3 @@ def release() -> None:
     """Rank 0 is done with the other ranks (before an evaluation, or on an error); idempotent."""
     if _current is not None:
         _current.stop()
-
-
-def unsupported(cfg) -> str | None:
-    """Why `cfg` cannot run as one node on several ranks here, or None."""
-    device = cfg.model.device
-    if cfg.rollout.backend == "vllm" and (device == "cuda" or (device == "auto" and torch.cuda.is_available())):
-        # vLLM's in-process executor takes its GPU index from the device name ("cuda" -> 0), not
-        # from LOCAL_RANK: every rank's engine would land on GPU 0 (read in vLLM 0.32's
-        # uniproc_executor.py; no vLLM was available on a multi-GPU host to try it)
-        return ("rollout.backend=vllm on several GPUs is not supported yet (vLLM's in-process engine "
-                "would put every rank's copy on GPU 0); use rollout.backend=transformers, or one GPU")  # fmt: skip
-    return None
-
-
-def _vllm_owns_teardown() -> bool:
-    """Whether an in-process vLLM built its groups on ours: it destroys them at exit, the default
-    group included, and fails ("Invalid process group specified") if we destroyed them first."""
-    state = sys.modules.get("vllm.distributed.parallel_state")
-    return state is not None and getattr(state, "_WORLD", None) is not None
-
-
-def run_ranks(cfg, lead: Callable[[], int]) -> int:
-    """Under torchrun: join the group; rank 0 runs `lead` (the node), the others serve it."""
-    problem = unsupported(cfg)
-    if problem:
-        if int(os.environ.get("RANK", "0")) == 0:
-            print(f"error: {problem}", file=sys.stderr)
-        return 2
-    init(cfg.model.device)
-    try:
-        if is_main():  # build or convert the model folder once, before every rank reads it
-            from node.policy import resolve_source
-
-            resolve_source(cfg.model)
-        dist.barrier()
-        if is_main():
-            try:
-                code = lead()
-            finally:
-                release()
-        else:
-            from node.node import Node
-
-            serve(Node(worker_config(cfg)))
-            code = 0
-        # Every rank reaches teardown together: rank 0 destroying the groups while another rank
-        # still finishes its last collective aborted rank 0 at exit ("terminate called without an
-        # active exception", SIGABRT) in about 3 of 4 runs of test_resume_across_rank_counts.
-        dist.barrier()
-        return code
-    finally:
-        if not _vllm_owns_teardown():
-            dist.destroy_process_group()

@@ -190,21 +190,19 @@ def test_resume_across_rank_counts(tmp_path, model_cache):
 def test_vllm_on_several_gpus_is_refused_before_any_rank_starts(tmp_path, capsys, monkeypatch):
     """vLLM's in-process executor would put every rank's engine on GPU 0: refused with the reason,
     by `--gpus N` before torchrun starts anything (and by each rank under a hand-run torchrun)."""
-    from node import distributed
+    from node import launch
     from node.cli import main
 
     spawned: list = []
-    monkeypatch.setattr(distributed, "relaunch", lambda *a: spawned.append(a) or 0)
+    monkeypatch.setattr(launch, "relaunch", lambda *a: spawned.append(a) or 0)
     tiny = str(ROOT / "configs" / "tiny.yaml")
     args = ["run", "-c", tiny, "--gpus", "2", f"logging.run_dir={tmp_path}", "rollout.backend=vllm"]
     assert main([*args, "model.device=cuda"]) == 2 and spawned == []
     assert "rollout.backend=vllm on several GPUs is not supported" in capsys.readouterr().err
     monkeypatch.setenv("RANK", "0")
     cfg = load_config([ROOT / "configs" / "tiny.yaml"], ["rollout.backend=vllm", "model.device=cuda"])
-    assert distributed.run_ranks(cfg, lambda: 0) == 2 and "GPU 0" in capsys.readouterr().err
+    assert launch.run_ranks(cfg, lambda: 0) == 2 and "GPU 0" in capsys.readouterr().err
     # on CPU ranks (gloo) vLLM runs, one engine per rank (tests/vllm/test_vllm_ranks.py); and the
     # transformers engine on GPUs is fine: both reach the launcher
     assert main([*args, "model.device=cpu"]) == 0 and len(spawned) == 1
-    assert (
-        distributed.unsupported(load_config([ROOT / "configs" / "tiny.yaml"], ["model.device=cuda"])) is None
-    )
+    assert launch.unsupported(load_config([ROOT / "configs" / "tiny.yaml"], ["model.device=cuda"])) is None
