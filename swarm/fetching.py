@@ -26,8 +26,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from swarm.gossip_config import GossipConfig
 from swarm.inbox import Inbox, InboxItem
 from swarm.metrics import SwarmMetrics
 from swarm.outbox import Outbox
@@ -36,9 +37,6 @@ from swarm.scoring import PeerScores
 from swarm.seen_cache import SeenCache
 from swarm.transport import Transport, TransportError
 from swarm.wire import FETCH_FAILED, NOT_ALLOWED, WRONG_GROUP, AnnounceEntry, Rejected, Wire
-
-if TYPE_CHECKING:
-    from swarm.gossip import GossipConfig
 
 log = logging.getLogger("swarm.gossip")  # the engine's logger, as before this path moved here
 

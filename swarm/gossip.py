@@ -54,10 +54,10 @@ import hashlib
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from swarm.fetching import Fetching
+from swarm.gossip_config import GossipConfig
 from swarm.inbox import Inbox
 from swarm.membership import Membership
 from swarm.metrics import SwarmMetrics
@@ -65,56 +65,16 @@ from swarm.outbox import Outbox
 from swarm.pending import PendingFetches
 from swarm.rate_limit import PeerRateLimiter
 from swarm.request_budget import RequestBudget
-from swarm.scoring import PeerScores, ScoreParams
+from swarm.scoring import PeerScores
 from swarm.seen_cache import SeenCache
 from swarm.serving import Serving
-from swarm.summaries import Summary, SummaryConfig, SummaryQueue
+from swarm.summaries import Summary, SummaryQueue
 from swarm.transport import Transport, TransportError
 from swarm.wire import BANNED, RATE_LIMITED, REPLAYED, TOO_LARGE, AnnounceEntry, Rejected, Wire
 
 log = logging.getLogger(__name__)
 
 WantFn = Callable[[AnnounceEntry], bool]
-
-
-@dataclass(frozen=True)
-class GossipConfig:
-    """Knobs of the gossip protocol.  Times in seconds (loop time)."""
-
-    swarm_id: str = "public"  # scopes every topic and protocol name
-    inbox_capacity: int = 1024  # admitted groups waiting for the node
-    outbox_capacity: int = 1024  # groups held for serving
-    outbox_max_bytes: int = 512 * 1024 * 1024
-    serve_ttl: float = 600.0  # how long a group stays fetchable from us
-    seen_capacity: int = 200_000  # group ids and message digests remembered
-    seen_ttl: float = 1800.0
-    fetch_timeout: float = 5.0  # per attempt
-    fetch_attempts: int = 4  # distinct holders tried per fetch task (a follow-up task tries more)
-    max_concurrent_fetches: int = 16
-    max_pending: int = 10_000  # announced-but-unfetched group ids tracked at once
-    relay: bool | None = None  # re-announce admitted groups; None: iff transport doesn't propagate
-    announce_delay: float = 0.02  # batch entries admitted within this window into one Announce
-    max_announce_entries: int = 64
-    max_push_bytes: int = 64 * 1024  # pushes are Announces and PeerCards: small; refuse bigger unread
-    sync_interval: float = 5.0  # anti-entropy inventory pull from one random neighbour
-    inventory_size: int = 256  # newest entries returned in an inventory answer
-    card_interval: float = 10.0  # PeerCard re-publish period
-    card_ttl: float = 35.0  # a member not refreshed within this is dropped
-    score: ScoreParams = field(default_factory=ScoreParams)
-    allowlist: frozenset[str] | None = None  # private swarm: only these peer ids (None: open)
-    summaries: SummaryConfig = field(default_factory=SummaryConfig)  # outcome-summary queue bounds
-
-    @property
-    def topic(self) -> str:
-        return f"/swarmrl/{self.swarm_id}/announce/1"
-
-    @property
-    def fetch_protocol(self) -> str:
-        return f"/swarmrl/{self.swarm_id}/fetch/1"
-
-    @property
-    def inventory_protocol(self) -> str:
-        return f"/swarmrl/{self.swarm_id}/inventory/1"
 
 
 class Gossip(Fetching, Serving):

@@ -19,8 +19,8 @@ caller's score except "banned", which is only counted.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
+from swarm.gossip_config import GossipConfig
 from swarm.membership import Membership
 from swarm.metrics import SwarmMetrics
 from swarm.outbox import Outbox
@@ -28,9 +28,6 @@ from swarm.rate_limit import PeerRateLimiter
 from swarm.request_budget import Admission, RequestBudget
 from swarm.scoring import PeerScores
 from swarm.wire import BANNED, EMPTY_LIMITED, RATE_LIMITED, Rejected, Wire
-
-if TYPE_CHECKING:
-    from swarm.gossip import GossipConfig
 
 
 class Serving:
