@@ -33,7 +33,7 @@ def cmd_run(args) -> int:
     if args.gpus and args.gpus > 1 and "LOCAL_RANK" not in os.environ:  # not yet under torchrun
         from node.launch import relaunch, unsupported
 
-        problem = unsupported(cfg)
+        problem = unsupported(cfg, args.gpus)
         if problem:
             print(f"error: {problem}", file=sys.stderr)
             return 2

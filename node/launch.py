@@ -30,12 +30,20 @@ def relaunch(args: Any, nproc: int) -> int:
     return subprocess.call(cmd)
 
 
-def unsupported(cfg) -> str | None:
-    """Why `cfg` cannot run as one node on several ranks here, or None."""
+def unsupported(cfg, nproc: int) -> str | None:
+    """Why `cfg` cannot run as one node on `nproc` ranks of this host, or None."""
     device = cfg.model.device
-    if cfg.rollout.backend == "vllm" and (
-        device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    ):
+    if not (device == "cuda" or (device == "auto" and torch.cuda.is_available())):
+        if device == "mps" or (device == "auto" and torch.backends.mps.is_available()):
+            return (
+                "several ranks need CUDA GPUs (NCCL) or CPU processes (gloo), not mps: pass model.device=cpu"
+            )
+        return None  # ranks are CPU processes (gloo): any number runs
+    gpus = torch.cuda.device_count()
+    if nproc > gpus:
+        return (f"{nproc} ranks need {nproc} GPUs, one each; this machine shows {gpus} "
+                f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})")  # fmt: skip
+    if cfg.rollout.backend == "vllm":
         # vLLM's in-process executor takes its GPU index from the device name ("cuda" -> 0), not
         # from LOCAL_RANK: every rank's engine would land on GPU 0 (read in vLLM 0.32's
         # uniproc_executor.py; no vLLM was available on a multi-GPU host to try it)
@@ -53,7 +61,7 @@ def _vllm_owns_teardown() -> bool:
 
 def run_ranks(cfg, lead: Callable[[], int]) -> int:
     """Under torchrun: join the group; rank 0 runs `lead` (the node), the others serve it."""
-    problem = unsupported(cfg)
+    problem = unsupported(cfg, int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1"))))
     if problem:
         if int(os.environ.get("RANK", "0")) == 0:
             print(f"error: {problem}", file=sys.stderr)

@@ -187,22 +187,29 @@ def test_resume_across_rank_counts(tmp_path, model_cache):
     assert node.resume() and node.step == 3 and node.trainer.version == 3
 
 
-def test_vllm_on_several_gpus_is_refused_before_any_rank_starts(tmp_path, capsys, monkeypatch):
-    """vLLM's in-process executor would put every rank's engine on GPU 0: refused with the reason,
-    by `--gpus N` before torchrun starts anything (and by each rank under a hand-run torchrun)."""
+def test_what_cannot_run_on_several_ranks_is_refused_before_any_rank_starts(tmp_path, capsys, monkeypatch):
+    """vLLM on GPUs (its in-process executor would put every rank's engine on GPU 0), more ranks
+    than GPUs, mps: refused with the reason, by `--gpus N` before torchrun starts anything (and
+    by each rank under a hand-run torchrun).  CPU ranks (gloo) run anything, vLLM included
+    (tests/vllm/test_vllm_ranks.py)."""
     from node import launch
     from node.cli import main
 
     spawned: list = []
     monkeypatch.setattr(launch, "relaunch", lambda *a: spawned.append(a) or 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     tiny = str(ROOT / "configs" / "tiny.yaml")
-    args = ["run", "-c", tiny, "--gpus", "2", f"logging.run_dir={tmp_path}", "rollout.backend=vllm"]
-    assert main([*args, "model.device=cuda"]) == 2 and spawned == []
+    args = ["run", "-c", tiny, f"logging.run_dir={tmp_path}"]
+    assert main([*args, "--gpus", "2", "rollout.backend=vllm", "model.device=cuda"]) == 2 and spawned == []
     assert "rollout.backend=vllm on several GPUs is not supported" in capsys.readouterr().err
+    assert main([*args, "--gpus", "4", "model.device=cuda"]) == 2 and spawned == []
+    assert "4 ranks need 4 GPUs, one each; this machine shows 2" in capsys.readouterr().err
     monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
     cfg = load_config([ROOT / "configs" / "tiny.yaml"], ["rollout.backend=vllm", "model.device=cuda"])
     assert launch.run_ranks(cfg, lambda: 0) == 2 and "GPU 0" in capsys.readouterr().err
-    # on CPU ranks (gloo) vLLM runs, one engine per rank (tests/vllm/test_vllm_ranks.py); and the
-    # transformers engine on GPUs is fine: both reach the launcher
-    assert main([*args, "model.device=cpu"]) == 0 and len(spawned) == 1
-    assert launch.unsupported(load_config([ROOT / "configs" / "tiny.yaml"], ["model.device=cuda"])) is None
+    assert main([*args, "--gpus", "2", "model.device=cuda"]) == 0 and len(spawned) == 1  # transformers: fine
+    assert main([*args, "--gpus", "4", "rollout.backend=vllm", "model.device=cpu"]) == 0 and len(spawned) == 2
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert "not mps" in launch.unsupported(load_config([ROOT / "configs" / "tiny.yaml"], []), 2)
