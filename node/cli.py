@@ -37,7 +37,7 @@ def cmd_run(args) -> int:
         if problem:
             print(f"error: {problem}", file=sys.stderr)
             return 2
-        return relaunch(args, args.gpus)
+        return relaunch(args, args.gpus, Path(cfg.logging.run_dir).expanduser())
     check_run_dir(cfg)
     check_identity(cfg)
     check_before_loading(cfg)

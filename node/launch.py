@@ -7,27 +7,71 @@ Configurations that cannot run on several ranks are refused before anything star
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from node.distributed import init, is_main, release, serve, worker_config
+from node.status import STATUS_FILE
 
 
-def relaunch(args: Any, nproc: int) -> int:
+def relaunch(args: Any, nproc: int, run_dir: Path) -> int:
     """`swarmrl run --gpus N ...` -> `python -m torch.distributed.run --nproc-per-node N -m
-    node.cli run ...` (the same arguments, without --gpus); returns its exit status."""
+    node.cli run ...` (the same arguments, without --gpus); returns its exit status.
+
+    Stopping: torchrun runs in a session of its own (and starts each rank in one of its own), so a
+    terminal's Ctrl-C reaches this process alone, which hands it on as one process would take it:
+    SIGTERM to rank 0 (its PID from `run_dir`/status.json), which finishes the step, saves a
+    checkpoint and releases the other ranks.  Before rank 0 has written its status, or on a second
+    Ctrl-C, SIGTERM goes to torchrun, which ends every rank (the last periodic checkpoint stands).
+    SIGTERM to this process (`docker stop`, `lab down`) is handled the same way."""
     argv = ["run", *[a for c in args.config for a in ("--config", c)]]
     argv += ["--resume"] * bool(args.resume) + ["--eval"] * bool(args.eval)
     argv += ["--steps", str(args.steps)] if args.steps else []
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
            "-m", "node.cli", *argv, *args.overrides]  # fmt: skip
-    return subprocess.call(cmd)
+    proc = subprocess.Popen(cmd, start_new_session=True)
+    asked = 0
+
+    def stop(signum: int, frame: Any) -> None:
+        nonlocal asked
+        asked += 1
+        rank0 = _rank0(run_dir, proc.pid) if asked == 1 else None
+        target = rank0 or proc.pid
+        print(f"[node] stopping: {'rank 0 finishes its step and saves' if rank0 else 'ending every rank'}"
+              + ("; Ctrl-C again ends every rank" if rank0 else ""), file=sys.stderr, flush=True)  # fmt: skip
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(target, signal.SIGTERM)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return proc.wait()  # a handled signal does not interrupt the wait (PEP 475)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _rank0(run_dir: Path, launcher: int) -> int | None:
+    """Rank 0's PID, from the status file it writes, if it is one of `launcher`'s processes (a
+    status file of an earlier run names a process that is gone, or another one)."""
+    import json
+
+    import psutil
+
+    try:
+        pid = int(json.loads((run_dir / STATUS_FILE).read_text())["pid"])
+        children = {c.pid for c in psutil.Process(launcher).children(recursive=True)}
+    except (OSError, ValueError, KeyError, TypeError, psutil.Error):
+        return None
+    return pid if pid in children else None
 
 
 def unsupported(cfg, nproc: int) -> str | None:

@@ -10,6 +10,7 @@ enough for a 2-core machine at load average 10.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import yaml
 
@@ -51,10 +53,10 @@ class Procs:
         self.boot = proc
         return addr.read_text().split()[0]
 
-    def node(self, k: int, address: str, *extra: str) -> subprocess.Popen[bytes]:
+    def node(self, k: int, address: str, *extra: str, ranks: int = 1) -> subprocess.Popen[bytes]:
         run_dir = self.workdir / f"node{k}"
         return self.spawn(f"node{k}", CLI + [
-            "run", "--resume", "-c", "configs/tiny.yaml", "swarm.mode=join", "swarm.swarm_id=t",
+            "run", "--resume", "--nproc", str(ranks), "-c", "configs/tiny.yaml", "swarm.mode=join", "swarm.swarm_id=t",
             "swarm.host=127.0.0.1", f"swarm.bootstrap={address}", "swarm.external_groups=2",
             f"logging.run_dir={run_dir}", "logging.progress=plain", "logging.tensorboard=false",
             f"model.cache_dir={self.cache}", "model.threads=1", f"seed={k}", "trainer.steps=100000",
@@ -175,6 +177,43 @@ def test_nodes_share_keep_training_alone_and_rejoin(procs):
     assert nodes[1].wait(BOUND) == 0, procs.log("node1")
     final = status(dirs[1])["step"]
     assert (dirs[1] / "checkpoints" / f"step_{final:08d}").is_dir()
+
+
+def test_a_node_on_two_ranks_is_one_peer_that_shares_and_stops_on_sigterm(procs):
+    """Node 1 runs on 2 CPU ranks (gloo), node 2 in one process.  Node 1 is one peer (rank 0 holds
+    the swarm link): both train on each other's groups, peer groups reaching node 1's other rank
+    through the sharded update; SIGTERM to rank 0 alone finishes the step, saves, releases rank 1,
+    and the whole torchrun tree exits 0."""
+    address = procs.bootstrap()
+    nodes = {1: procs.node(1, address, ranks=2), 2: procs.node(2, address)}
+    dirs = {k: procs.workdir / f"node{k}" for k in nodes}
+    tree: list[psutil.Process] = []
+    try:
+        ok = wait_for(lambda: all(shared(d) for d in dirs.values()), BOUND, interval=1)
+        assert ok, {
+            k: (used_external(d), status(d).get("swarm"), procs.log(f"node{k}")[-800:])
+            for k, d in dirs.items()
+        }
+        # one peer: node 2 knows node 1 by one peer id, and node 1's process tree (torchrun, two
+        # ranks) runs one p2p daemon: rank 1 opened no swarm link of its own
+        boot_id = address.rsplit("/p2p/", 1)[-1]
+        known = set(status(dirs[2])["swarm"].get("peer_scores", {})) - {boot_id}
+        assert known == {status(dirs[1])["swarm"]["peer_id"]}, known
+        tree = psutil.Process(nodes[1].pid).children(recursive=True)
+        cmdlines = [" ".join(c.cmdline()) for c in tree]
+        assert sum("p2pd" in c for c in cmdlines) == 1, cmdlines
+        rank0 = status(dirs[1])["pid"]
+        assert rank0 in {c.pid for c in tree}  # the CLI re-launched itself: rank 0 is a torchrun child
+        os.kill(rank0, signal.SIGTERM)
+        assert nodes[1].wait(BOUND) == 0, procs.log("node1")
+        final = status(dirs[1])["step"]
+        assert (dirs[1] / "checkpoints" / f"step_{final:08d}").is_dir()
+        gone = lambda: not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in tree)  # noqa: E731
+        assert wait_for(gone, BOUND, interval=0.5), [c.pid for c in tree if c.is_running()]
+    finally:  # torchrun may start ranks in sessions of their own: end what this test saw, by PID
+        for c in tree:
+            with contextlib.suppress(psutil.Error):
+                c.kill()
 
 
 def test_lab_up_then_down_leaves_no_process_behind(tmp_path, procs):

@@ -19,9 +19,12 @@ the CLI test at the default bf16); elsewhere, as in CI, on CPU over gloo.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -36,6 +39,7 @@ from node import checkpoint
 from node.collect import collect
 from node.config import load_config
 from node.node import Node
+from swarm.testing import wait_for_sync
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN = ("trainer.micro_batch_size=3", "trainer.mini_batch_size=4", "trainer.ppo_epochs=2", "model.threads=1")
@@ -213,3 +217,43 @@ def test_what_cannot_run_on_several_ranks_is_refused_before_any_rank_starts(tmp_
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert "not mps" in launch.unsupported(load_config([ROOT / "configs" / "tiny.yaml"], []), 2)
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_a_multi_rank_node_finishes_the_step_and_saves(tmp_path, model_cache):
+    """A terminal's Ctrl-C reaches `swarmrl run --nproc 2` alone (torchrun and the ranks run in
+    sessions of their own); it hands a SIGTERM to rank 0, which finishes its step, saves and
+    releases rank 1: exit 0, a checkpoint of the last step, and no process of the run left."""
+    import psutil
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "node.cli", "run", "--nproc", "2", "-c", str(ROOT / "configs" / "tiny.yaml"),
+           f"logging.run_dir={run}", "logging.progress=plain", "checkpoint.every=1000", "model.threads=1",
+           f"model.cache_dir={model_cache}", "trainer.steps=100000"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)  # fmt: skip
+    tree: list[psutil.Process] = []
+
+    def steps() -> int:
+        return (run / "metrics.jsonl").read_text().count("\n") if (run / "metrics.jsonl").is_file() else 0
+
+    try:
+        assert wait_for_sync(lambda: steps() >= 2 or proc.poll() is not None, 600), proc.poll()
+        tree = psutil.Process(proc.pid).children(recursive=True)
+        ranks = [
+            c for c in tree if "node.cli" in (cl := " ".join(c.cmdline())) and "distributed.run" not in cl
+        ]
+        assert len(ranks) == 2, [c.cmdline() for c in tree]
+        os.kill(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends to the foreground process
+        out, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, out[-3000:]
+        assert "rank 0 finishes its step and saves" in out
+        final = json.loads((run / "status.json").read_text())["step"]
+        assert [p.name for p in checkpoint.list_checkpoints(run / "checkpoints")] == [f"step_{final:08d}"]
+        assert final == steps()  # the step under way when Ctrl-C came was finished and logged
+        alive = lambda: [c.pid for c in tree if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]  # noqa: E731
+        assert wait_for_sync(lambda: not alive(), 60), alive()
+    finally:  # the ranks run in sessions of their own: end what this test saw, by PID
+        for c in [*tree, psutil.Process(proc.pid)] if proc.poll() is None else tree:
+            with contextlib.suppress(psutil.Error):
+                c.kill()
