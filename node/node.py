@@ -320,6 +320,7 @@ class Node:
             "run_dir": str(self.run_dir),
             "mode": self.cfg.swarm.mode,
             "model": self.cfg.model.name,
+            "ranks": distributed.world(),  # > 1: one node on several GPUs (rank 0 writes this)
             "step": self.step,
             "steps": steps,
             "policy_version": self.trainer.version,

@@ -7,9 +7,9 @@ the same record over HTTP on `logging.metrics_host` (127.0.0.1 by default):
     GET /status    the JSON record
     GET /metrics   its numbers in the Prometheus text format (written by prometheus_client)
 
-The record: {"version", "pid", "updated_at", "run_dir", "mode", "model", "step", "steps",
-"policy_version", "reward", "reward_local", "correctness", "step_s", "checkpoints_skipped",
-"replay": {...}, "swarm": {...}} where
+The record: {"version", "pid", "updated_at", "run_dir", "mode", "model", "ranks" (processes of one
+node: > 1 on several GPUs), "step", "steps", "policy_version", "reward", "reward_local",
+"correctness", "step_s", "checkpoints_skipped", "replay": {...}, "swarm": {...}} where
 "replay" (node/replay/layer.py `ReplayLayer.status`) holds "select", "allocate",
 "replay_fraction", "known_prompts", "histogram" (shares of known prompts per estimated pass-rate
 fifth), "brier" and "brier_global" (None before the first local group), "generated", "replayed"
@@ -231,7 +231,8 @@ def format_status(s: dict[str, Any], exited: str | None = None) -> str:
         return format(v, spec) if isinstance(v, (int, float)) else "-"
 
     lines = [
-        f"run {s.get('run_dir', '?')}  pid {s.get('pid', '?')}  swarmrl {s.get('version', '?')}  mode {s.get('mode', '?')}",
+        f"run {s.get('run_dir', '?')}  pid {s.get('pid', '?')}  swarmrl {s.get('version', '?')}  mode {s.get('mode', '?')}"
+        + (f"  ranks {s['ranks']}" if (s.get("ranks") or 1) > 1 else ""),
         f"model {s.get('model', '?')}  step {s.get('step', '?')}/{s.get('steps', '?')}  "
         f"policy v{s.get('policy_version', '?')}  reward {num(s.get('reward'))}  "
         f"local {num(s.get('reward_local'))}  {num(s.get('step_s'), '.1f')} s/step",

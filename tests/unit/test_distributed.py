@@ -176,8 +176,13 @@ def test_resume_across_rank_counts(tmp_path, model_cache):
     run, cache = tmp_path / "run", f"model.cache_dir={model_cache}"
     _swarmrl("--nproc", "2", "--steps", "1", cache, run_dir=run)
     assert [p.name for p in checkpoint.list_checkpoints(run / "checkpoints")] == ["step_00000001"]
+    assert json.loads((run / "status.json").read_text())["ranks"] == 2
+    shown = subprocess.run([sys.executable, "-m", "node.cli", "status", str(run)], cwd=ROOT, capture_output=True,
+                           text=True, timeout=120).stdout  # fmt: skip
+    assert "ranks 2" in shown, shown
     out = _swarmrl("--resume", "--steps", "2", cache, run_dir=run)
     assert "resumed at step 1" in out.stdout
+    assert json.loads((run / "status.json").read_text())["ranks"] == 1
     out = _swarmrl("--nproc", "2", "--resume", "--steps", "3", cache, run_dir=run)
     assert "resumed at step 2" in out.stdout
     assert out.stdout.count("resumed at step") == 1  # rank 0 alone prints, logs and checkpoints
