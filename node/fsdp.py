@@ -65,16 +65,11 @@ def rollout_copy(model: torch.nn.Module) -> torch.nn.Module:
 @torch.no_grad()
 def copy_whole(module: torch.nn.Module, model: torch.nn.Module, target: torch.nn.Module) -> None:
     """`model`'s weights (sharded under the FSDP2 root `module`) whole into `target`, a plain copy
-    of it; one parameter gathered at a time, each tied weight once.  Collective."""
+    of it (`rollout_copy`, whose deep copy keeps tied weights tied); one parameter gathered at a
+    time, each tied weight once.  Collective."""
     reshard(module)
-    dst = dict(target.named_parameters(remove_duplicate=False))
-    first: dict[int, str] = {}
-    for name, p in model.named_parameters(remove_duplicate=False):
-        if id(p) in first:  # tied (embedding = LM head): the copy is tied too, or takes it again
-            if dst[name] is not dst[first[id(p)]]:
-                dst[name].copy_(dst[first[id(p)]])
-            continue
-        first[id(p)] = name
+    dst = dict(target.named_parameters())  # tied weights once, under the same names as `model`'s
+    for name, p in model.named_parameters():
         dst[name].copy_(p.full_tensor() if hasattr(p, "full_tensor") else p)
 
 

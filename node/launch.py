@@ -8,6 +8,7 @@ Configurations that cannot run on several ranks are refused before anything star
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
 import torch
 import torch.distributed as dist
 
@@ -62,10 +64,6 @@ def relaunch(args: Any, nproc: int, run_dir: Path) -> int:
 def _rank0(run_dir: Path, launcher: int) -> int | None:
     """Rank 0's PID, from the status file it writes, if it is one of `launcher`'s processes (a
     status file of an earlier run names a process that is gone, or another one)."""
-    import json
-
-    import psutil
-
     try:
         pid = int(json.loads((run_dir / STATUS_FILE).read_text())["pid"])
         children = {c.pid for c in psutil.Process(launcher).children(recursive=True)}
