@@ -12,7 +12,7 @@ tokenizer whose vocabulary is the model's, so TRL tokenizes exactly the ids we f
 Sections (`--sections`, comma separated):
 - `gen`: `--prompts` rows x `--new` tokens, sampled at temperature 1: plain `generate`, `generate`
   with a static cache and compiled decode (transformers' `CompileConfig`, CUDA graphs), and our
-  `HFEngine` eager and compiled.  Each is timed on its second call; the first, of the same
+  `HFEngine` eager, compiled, and compiled with the whole-step loop (`rollout.decode_loop`).  Each is timed on its second call; the first, of the same
   length, compiles (its time is the compile figure) and leaves the allocator holding blocks for
   the growing KV cache (a cold eager `generate` spent most of its time in cudaMalloc: 874 against
   3,125 tok/s warm); tok/s counts tokens up to a stop; peak memory is `max_memory_allocated` over
@@ -169,16 +169,21 @@ def section_gen(model, tok, args, device) -> list[dict]:
 
     requests = [Request(Prompt(f"p{i}", "bench", "", ""), r) for i, r in enumerate(rows)]
 
-    def engine(compiled: bool, new: int) -> int:
-        eng = engines[compiled]
-        groups = eng.generate(requests, 1, SamplingParams(new, temperature=1.0))
+    def engine(kind: str, new: int) -> int:
+        groups = engines[kind].generate(requests, 1, SamplingParams(new, temperature=1.0))
         return sum(len(c.completion_ids) for g in groups for c in g.completions)
 
-    engines = {
-        c: HFEngine(model, tok, {EOS}, args.prompts, device, "on" if c else "off") for c in (False, True)
+    engines = {  # rollout.compile, rollout.decode_loop
+        kind: HFEngine(model, tok, {EOS}, args.prompts, device, *settings)
+        for kind, settings in [
+            ("eager", ("off",)),
+            ("compiled", ("on",)),
+            ("whole_step", ("on", "whole_step")),
+        ]
     }
     cases = [("generate", lambda n: plain(False, n), False), ("generate static+compiled", lambda n: plain(True, n), True),
-             ("engine eager", lambda n: engine(False, n), False), ("engine compiled", lambda n: engine(True, n), True)]  # fmt: skip
+             ("engine eager", lambda n: engine("eager", n), False), ("engine compiled", lambda n: engine("compiled", n), True),
+             ("engine whole-step", lambda n: engine("whole_step", n), True)]  # fmt: skip
     model.eval()
     out = []
     for name, fn, compiled in cases:

@@ -14,7 +14,8 @@ advantages, runs `Trainer.update` (sharded, micro-batch `--micro`) and syncs the
 warm-up step (compiles), then `--steps` timed ones.
 
 Reported per case: step/s, generated tokens/s, trained tokens/s, the generate and update seconds
-of a step, and each GPU's peak memory (`max_memory_allocated`).  The issue's goals: 2 GPUs >= 1.8x
+of a step, and each GPU's peak memory (`max_memory_allocated`; on CPU each rank's peak resident
+memory, `ru_maxrss`).  The issue's goals: 2 GPUs >= 1.8x
 the steps/s of 1 at 1.5B with the same global batch, and lower per-GPU memory with FSDP2.
 
 Results on 2 H200s: docs/benchmarks.md.
@@ -67,6 +68,15 @@ def worker(args) -> None:
     rows = prompts(args.prompts, args.prompt_len, model.config.vocab_size, seed=3)
     requests = [Request(Prompt(f"p{i}", "bench", "", ""), r) for i, r in enumerate(rows)]
     sampling = SamplingParams(args.new, temperature=1.0)
+    copy_at: list[int] = []  # FSDP2: the address of the engine's whole copy at each generate call
+    if getattr(engine, "own_copy", False):
+        inner, generate = engine.inner, engine.inner.generate
+
+        def noting_the_copy(*a):
+            copy_at.append(next(inner.model.parameters()).data_ptr())
+            return generate(*a)
+
+        inner.generate = noting_the_copy
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     steps: list[dict] = []
@@ -95,8 +105,17 @@ def worker(args) -> None:
         distributed.release()
     elif distributed.world() > 1:
         distributed.serve(SimpleNamespace(trainer=trainer, engine=engine))
-    peak = torch.cuda.max_memory_allocated() / 1e9 if cuda else None
-    Path(f"{args.result}.{distributed.rank()}").write_text(json.dumps(dict(steps=steps, peak_gb=peak)))
+    if cuda:
+        peak = torch.cuda.max_memory_allocated() / 1e9
+    else:  # the process's peak resident memory (Linux: kB), model and optimizer included
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    # calls whose copy moved (its compiled decode's CUDA graphs then record again)
+    moved = sum(a != b for a, b in zip(copy_at, copy_at[1:]))
+    Path(f"{args.result}.{distributed.rank()}").write_text(
+        json.dumps(dict(steps=steps, peak_gb=peak, copy_calls=len(copy_at), copy_moved=moved))
+    )
     if distributed.world() > 1:
         torch.distributed.destroy_process_group()
 
@@ -121,9 +140,11 @@ def run_case(args, shape: str, case: str, tmp: str) -> dict:
     out = dict(shape=shape, case=case, ranks=nproc, parallel=parallel if nproc > 1 else None,
                steps_per_s=len(timed) / total("step_s"), gen_tok_s=total("gen_tokens") / total("gen_s"),
                train_tok_s=total("train_tokens") / total("train_s"), gen_s=total("gen_s") / len(timed),
-               train_s=total("train_s") / len(timed), peak_gb=[r["peak_gb"] for r in ranks])  # fmt: skip
+               train_s=total("train_s") / len(timed), peak_gb=[r["peak_gb"] for r in ranks],
+               copy_moved=[f"{r.get('copy_moved', 0)}/{max(r.get('copy_calls', 0) - 1, 0)}" for r in ranks])  # fmt: skip
     print(f"[{shape} {case}] {out['steps_per_s']:.3f} step/s  gen {out['gen_tok_s']:.0f} tok/s  train "
-          f"{out['train_tok_s']:.0f} tok/s  peak GB per rank {out['peak_gb']}", flush=True)  # fmt: skip
+          f"{out['train_tok_s']:.0f} tok/s  peak GB per rank {out['peak_gb']}  copy moved {out['copy_moved']}",
+          flush=True)  # fmt: skip
     return out
 
 

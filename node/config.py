@@ -114,6 +114,11 @@ class RolloutConfig(Section):
         "auto", description="transformers engine: static KV cache + torch.compile'd decode step (CUDA graphs "
         "on a GPU); auto = on CUDA only (on CPU it did not pay); the first call of each batch shape compiles"
     )
+    decode_loop: Literal["transformers", "whole_step"] = Field(
+        "transformers", description="compiled decode: transformers' generate around the compiled forward "
+        "(measured: 4x eager on an H200), or whole_step: our loop, the whole token step (forward, sampling, "
+        "stop flags) in one graph and no host sync per token (node/rollout/decode.py; measured on CPU only)"
+    )
 
     @field_validator("compile", mode="before")
     @classmethod

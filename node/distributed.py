@@ -47,7 +47,8 @@ gradients and AdamW state (16 bytes a parameter) fit one GPU (1.5B on an H200). 
 them (`fully_shard` per decoder layer and on the whole, computing in the weights' dtype with
 float32 gradient reduction) for models that do not fit.  Generation reads whole weights: the
 transformers engine gets its own plain copy (2 bytes a parameter in bf16; FSDP2's per-layer hooks
-would break its compiled decode), refreshed at each weight sync; vLLM has its own anyway.
+would break its compiled decode), filled from the shards for each generate call and emptied after,
+so the update runs on shards alone; vLLM has its own anyway.
 Checkpoints gather the weights whole (node/fsdp.py).
 
 Checkpoints: written once, by rank 0, with every weight and the optimizer state whole (under
@@ -267,7 +268,11 @@ class ShardedEngine:
         if dp.rank > 0:  # ranks > 0: a stream of their own, reproducible from the step
             dp.calls += 1
             torch.manual_seed(hash((dp.seed, dp.rank, dp.version, dp.calls)) & 0x7FFF_FFFF_FFFF_FFFF)
-        with contextlib.nullcontext() if self.own_copy else dp.full_weights():
+        if self.own_copy:  # FSDP2: the engine's copy, whole for this call only (node/fsdp.py)
+            weights = fsdp.whole_copy(dp.module, dp.module.policy, self.inner.model)
+        else:
+            weights = dp.full_weights()
+        with weights:
             made = self.inner.generate(mine, group_size, sampling) if mine else []
         parts: list[Any] | None = [None] * dp.world if dp.rank == 0 else None
         dist.gather_object(made, parts, dst=0, group=dp.control)
@@ -277,8 +282,7 @@ class ShardedEngine:
     def sync_weights(self, version: int) -> None:
         dp = self.dp
         dp.version, dp.calls = version, 0
-        if self.own_copy:
-            fsdp.copy_whole(dp.module, dp.module.policy, self.inner.model)
+        if self.own_copy:  # the copy is filled from the shards at the next generate
             self.inner.sync_weights(version)
             return
         with dp.full_weights():
@@ -311,6 +315,8 @@ def attach(engine, trainer, cfg) -> ShardedEngine:
         engine.model = fsdp.rollout_copy(model)
     if sharded:
         module = fsdp.shard_policy(module, trainer, cfg.trainer)
+    if own_copy:
+        fsdp.release(engine.model)
     else:
         from torch.nn.parallel import DistributedDataParallel
 

@@ -6,8 +6,10 @@ where, and keeps three views of the weights consistent:
   weights' dtype, bf16 on CUDA by default, with gradients reduced in float32), builds AdamW on the
   shards, and runs FSDP2's first (initialising) forward through the root;
 - rollouts: an engine that generates from the trainer's own module (transformers) gets a whole,
-  plain copy of the policy (`rollout_copy`, 2 bytes a parameter in bf16), refreshed at every
-  weight sync one tensor at a time (`copy_whole`).  Generating through the sharded module
+  plain copy of the policy (`rollout_copy`, 2 bytes a parameter in bf16) that holds memory only
+  while it generates: `whole_copy` fills it from the shards one tensor at a time before a
+  generate call and empties it after, so the update's peak holds shards only (kept whole, the
+  copy took back half of what sharding saved at 1.5B).  Generating through the sharded module
   instead, with its weights gathered, ran FSDP2's hooks around every decoder layer, which split
   the compiled decode into per-layer graphs until dynamo gave up and ran eagerly: 5.9x slower
   than DDP at 1.5B on an H200 (docs/benchmarks.md).  `gathered` holds every weight whole on every
@@ -62,15 +64,44 @@ def rollout_copy(model: torch.nn.Module) -> torch.nn.Module:
     return clone
 
 
-@torch.no_grad()
-def copy_whole(module: torch.nn.Module, model: torch.nn.Module, target: torch.nn.Module) -> None:
-    """`model`'s weights (sharded under the FSDP2 root `module`) whole into `target`, a plain copy
-    of it (`rollout_copy`, whose deep copy keeps tied weights tied); one parameter gathered at a
-    time, each tied weight once.  Collective."""
+@contextmanager
+def whole_copy(module: torch.nn.Module, model: torch.nn.Module, target: torch.nn.Module) -> Iterator[None]:
+    """`target` (a `rollout_copy` of `model`) holds `model`'s current weights, gathered from the
+    shards under the FSDP2 root `module`, for the duration, and no memory outside it (its
+    parameters are empty tensors then).  One parameter gathered at a time, each tied weight once
+    (the deep copy kept ties as one parameter).  Collective: every rank, same order."""
     reshard(module)
     dst = dict(target.named_parameters())  # tied weights once, under the same names as `model`'s
-    for name, p in model.named_parameters():
-        dst[name].copy_(p.full_tensor() if hasattr(p, "full_tensor") else p)
+    # one block per dtype: freed whole, it comes back whole from the caching allocator, usually at
+    # the same address, so the compiled decode's CUDA graphs (which hold weight addresses) replay
+    # instead of recording again
+    params = list(model.named_parameters())  # DTensor shards: numel() and shape are the whole tensor's
+    sizes: dict[torch.dtype, int] = {}
+    for name, p in params:
+        sizes[dst[name].dtype] = sizes.get(dst[name].dtype, 0) + p.numel()
+    device = next(iter(dst.values())).device
+    blocks = {dt: torch.empty(n, dtype=dt, device=device) for dt, n in sizes.items()}
+    offset = dict.fromkeys(sizes, 0)
+    with torch.no_grad():
+        for name, p in params:
+            q = dst[name]
+            whole = p.full_tensor() if hasattr(p, "full_tensor") else p
+            start, offset[q.dtype] = offset[q.dtype], offset[q.dtype] + whole.numel()
+            view = blocks[q.dtype][start : offset[q.dtype]].view(whole.shape)
+            view.copy_(whole)
+            q.data = view
+    del blocks
+    try:
+        yield
+    finally:
+        release(target)
+
+
+def release(target: torch.nn.Module) -> None:
+    """Free a `rollout_copy`'s weights: each parameter keeps its object (and dtype, device) over an
+    empty tensor until `whole_copy` fills it again."""
+    for p in target.parameters():
+        p.data = torch.empty(0, dtype=p.dtype, device=p.device)
 
 
 @contextmanager

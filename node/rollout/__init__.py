@@ -14,8 +14,9 @@ def build_engine(cfg, policy, renderer: Renderer, seed: int | None = None) -> Ro
         from node.rollout.hf import HFEngine
 
         return HFEngine(
-            policy.model, policy.tokenizer, renderer.stop_ids, cfg.batch_size, policy.device, cfg.compile
-        )
+            policy.model, policy.tokenizer, renderer.stop_ids, cfg.batch_size, policy.device, cfg.compile,
+            cfg.decode_loop,
+        )  # fmt: skip
     from node.rollout.vllm import VLLMEngine, policy_source
 
     if seed is None:

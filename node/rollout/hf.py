@@ -24,17 +24,21 @@ Compiled decode (`rollout.compile`): `generate` runs with transformers' static K
 (`cache_implementation="static"`), and its decode step, one token for every row, goes through
 `torch.compile` (`CompileConfig`; on CUDA mode `reduce-overhead`, i.e. CUDA graphs).  The
 sampling loop, the stop checks and `SampledLogprobs` stay in eager Python around it, so stop
-handling and the recorded log-probs are the eager path's.  A compiled graph is specialised on the
-cache's shape, [rows, prompt width + max_new_tokens], so the prompt width is rounded up to a
-multiple of `WIDTH_STEP` (more left padding, which the attention mask hides): steps with prompts
-of similar lengths reuse one graph instead of compiling again.  The first call for each shape
-pays the compile; its time is printed once and kept in `compile_s` (`metrics()` hands it out
-once).  `auto` compiles on CUDA only: on CPU it did not pay (docs/benchmarks.md, "Engine and
-log-prob memory (CPU)").  transformers keeps the static cache on the model between calls, so it
-stays allocated while the trainer runs: rows x cache length x layers x 2 x KV heads x head dim x 2 B
-(0.4 GB for 64 x 512 positions of the 0.5B Qwen shape).  On an H200 the compiled engine ran 4.0-4.7x
+handling and the recorded log-probs are the eager path's.  `rollout.decode_loop=whole_step`
+replaces `generate` with our own loop (node/rollout/decode.py): the whole token step (forward,
+log-softmax, nucleus, sampling, stop flags) in one compiled function, one CUDA graph a token, and
+a host check for the end every 16 tokens instead of a sync every token; records as the eager path
+makes them.  A compiled graph is specialised on the cache's shape, [rows, prompt width +
+max_new_tokens], so the prompt width is rounded up to a multiple of `WIDTH_STEP` (more left
+padding, which the attention mask hides): steps with prompts of similar lengths reuse one graph.
+The first call for each shape pays the compile; its time is printed once and kept in `compile_s`
+(`metrics()` hands it out once).  `auto` compiles on CUDA only: on CPU it did not pay
+(docs/benchmarks.md, "Engine and log-prob memory (CPU)"; with `whole_step` it ties eager on 2
+cores).  The static cache stays allocated between calls (transformers keeps it on the model; the
+whole-step loop keeps the latest shape's): rows x cache length x layers x 2 x KV heads x head dim
+x 2 B (0.4 GB for 64 x 512 positions of the 0.5B Qwen shape).  On an H200 the compiled engine (transformers' loop) ran 4.0-4.7x
 plain `generate` at 0.5B, 3.4x at 1.5B, in 1.07x its memory (docs/benchmarks.md, "GPU: engine and
-train step vs TRL (H200)").
+train step vs TRL (H200)"); the whole-step loop is not yet measured on a GPU.
 """
 
 from __future__ import annotations
@@ -98,7 +102,7 @@ def compile_options(device: torch.device) -> dict:
 
 class HFEngine:
     def __init__(self, model, tokenizer, stop_ids: set[int], batch_size: int, device: torch.device,
-                 compile: CompileMode = "auto"):  # fmt: skip
+                 compile: CompileMode = "auto", decode_loop: str = "transformers"):  # fmt: skip
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
@@ -107,7 +111,9 @@ class HFEngine:
         self.stop_ids = set(stop_ids)
         self.pad_id = tokenizer.pad_token_id
         self.compiled = use_compile(compile, device)
+        self.whole_step = self.compiled and decode_loop == "whole_step"  # node/rollout/decode.py
         self.compile_s: dict[tuple[int, int], float] = {}  # (rows, cache length) -> first call's seconds
+        self._decoder = None  # whole_step: the loop (and static cache) of the latest shape
         self._unreported = 0.0  # compile seconds not yet handed out by `metrics()`
 
     def metrics(self) -> dict[str, float]:
@@ -132,13 +138,22 @@ class HFEngine:
                 out[i].append(Completion(requests[i].prompt, ids, ids_c, logps, text, reason, self.version))
         return [Group(r.prompt, tuple(cs)) for r, cs in zip(requests, out)]
 
+    def decoder(self, rows: int, width: int, max_new: int):
+        """The whole-step decode loop for this batch shape; replaces the previous one (and its cache)."""
+        from node.rollout.decode import Decoder
+
+        d = self._decoder
+        if d is None or (d.model, d.rows, d.width, d.max_new) != (self.model, rows, width, max_new):
+            self._decoder = None  # free the old static cache first
+            mode = "reduce-overhead" if torch.device(self.device).type == "cuda" else "default"
+            self._decoder = Decoder(self.model, rows, width, max_new, self.pad_id, self.stop_ids, mode)
+        return self._decoder
+
     @torch.no_grad()
     def _generate_batch(self, prompt_ids: list[list[int]], sampling: SamplingParams):
         width = max(len(ids) for ids in prompt_ids)
-        extra = {}
         if self.compiled:
             width = -(-width // WIDTH_STEP) * WIDTH_STEP
-            extra = compile_options(self.device)
         shape = (len(prompt_ids), width + sampling.max_new_tokens)
         first_call = self.compiled and shape not in self.compile_s
         input_ids = torch.full((len(prompt_ids), width), self.pad_id, dtype=torch.long)
@@ -147,26 +162,16 @@ class HFEngine:
             input_ids[row, width - len(ids) :] = torch.tensor(ids)
             attention[row, width - len(ids) :] = 1
         temp = 1.0 if sampling.greedy else sampling.temperature
-        recorder = SampledLogprobs(temp)
         was_training = self.model.training
         self.model.eval()
         t0 = time.perf_counter()
         try:
-            gen = self.model.generate(
-                input_ids=input_ids.to(self.device),
-                attention_mask=attention.to(self.device),
-                do_sample=not sampling.greedy,
-                temperature=None if sampling.greedy else sampling.temperature,
-                top_p=None if sampling.greedy or sampling.top_p >= 1 else sampling.top_p,
-                top_k=None,
-                max_new_tokens=sampling.max_new_tokens,
-                eos_token_id=sorted(self.stop_ids),
-                pad_token_id=self.pad_id,
-                logits_processor=LogitsProcessorList([recorder]),
-                return_dict_in_generate=True,
-                use_cache=True,
-                **extra,
-            )
+            if self.whole_step:
+                loop = self.decoder(len(prompt_ids), width, sampling.max_new_tokens)
+                new, logps = loop.run(input_ids.to(self.device), attention.to(self.device), temp,
+                                      sampling.top_p, sampling.greedy)  # fmt: skip
+            else:
+                new, logps = self._generate(input_ids, attention, sampling, temp)
         finally:
             self.model.train(was_training)
         if first_call:
@@ -175,8 +180,6 @@ class HFEngine:
             self._unreported += seconds
             print(f"[engine] compiled decode for {shape[0]} rows x {shape[1]} cache positions: first call "
                   f"{seconds:.1f} s (compile included; later calls of this shape reuse it)", flush=True)  # fmt: skip
-        new = gen.sequences[:, width:]
-        logps = recorder.finish(new)  # [B, S] under the temperature-scaled distribution
         new = new.cpu()
         results = []
         for row in range(new.shape[0]):
@@ -187,3 +190,24 @@ class HFEngine:
             else:
                 results.append((ids[: stop + 1], logps[row, : stop + 1].tolist(), "stop"))
         return results
+
+    def _generate(self, input_ids, attention, sampling: SamplingParams, temp: float):
+        """transformers' `generate` (compiled or not): (new tokens [B, S], their log-probs [B, S])."""
+        recorder = SampledLogprobs(temp)
+        gen = self.model.generate(
+            input_ids=input_ids.to(self.device),
+            attention_mask=attention.to(self.device),
+            do_sample=not sampling.greedy,
+            temperature=None if sampling.greedy else sampling.temperature,
+            top_p=None if sampling.greedy or sampling.top_p >= 1 else sampling.top_p,
+            top_k=None,
+            max_new_tokens=sampling.max_new_tokens,
+            eos_token_id=sorted(self.stop_ids),
+            pad_token_id=self.pad_id,
+            logits_processor=LogitsProcessorList([recorder]),
+            return_dict_in_generate=True,
+            use_cache=True,
+            **(compile_options(self.device) if self.compiled else {}),
+        )
+        new = gen.sequences[:, input_ids.shape[1] :]
+        return new, recorder.finish(new)  # [B, S] under the temperature-scaled distribution

@@ -39,12 +39,14 @@ from node import checkpoint
 from node.collect import collect
 from node.config import load_config
 from node.node import Node
+from node.records import Request, SamplingParams
 from swarm.testing import wait_for_sync
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN = ("trainer.micro_batch_size=3", "trainer.mini_batch_size=4", "trainer.ppo_epochs=2", "model.threads=1")
 TOL = 2e-5  # weights and AdamW state (see the module docstring)
 CUDA = torch.cuda.device_count() >= 2  # NCCL, a GPU per rank; else gloo on CPU
+GREEDY = SamplingParams(max_new_tokens=2, greedy=True)
 ON = ("model.device=cuda", "model.dtype=float32") if CUDA else ("model.device=cpu",)
 
 
@@ -85,6 +87,7 @@ def _rank(r: int, world: int, port: int, cfg, batch_file: str, out_file: str) ->
     try:
         node = Node(cfg if r == 0 else distributed.worker_config(cfg))
         out: dict = {"sharded": isinstance(node.trainer.dp.module, FSDPModule)}
+        seen = _weights_seen_by(node.engine.inner) if node.engine.own_copy else None
         if r > 0:
             distributed.serve(node)
         else:
@@ -97,15 +100,29 @@ def _rank(r: int, world: int, port: int, cfg, batch_file: str, out_file: str) ->
             distributed.share_checkpoint(node)
             out["second"] = node.trainer.update(rows, adv)
             node.engine.sync_weights(node.trainer.version)
+            if seen is not None:  # FSDP2: the engine's copy, whole while it generates (a request a rank)
+                node.engine.generate([Request(c.prompt, c.prompt_ids) for c in rows[:2]], 1, GREEDY)
             distributed.release()
         out["final"] = _state(node)
-        if node.engine.own_copy:  # FSDP2: the engine's own whole copy, refreshed by the sync
-            out["engine"] = {
-                k: v.detach().cpu().clone() for k, v in node.engine.inner.model.state_dict().items()
-            }
+        if seen is not None:
+            out["engine"] = seen[-1]
+            out["engine_after"] = sum(p.numel() for p in node.engine.inner.model.parameters())
         torch.save(out, f"{out_file}.{r}")
     finally:
         dist.destroy_process_group()
+
+
+def _weights_seen_by(engine) -> list[dict]:
+    """The weights `engine.generate` reads, recorded (on the host) at each of its calls."""
+    seen: list[dict] = []
+    generate = engine.generate
+
+    def recording(*args):
+        seen.append({k: v.detach().cpu().clone() for k, v in engine.model.state_dict().items()})
+        return generate(*args)
+
+    engine.generate = recording
+    return seen
 
 
 def _close(a: dict, b: dict, tol: float) -> None:
@@ -155,9 +172,10 @@ def test_two_ranks_equal_one_rank_and_resume_across(tiny_config, tmp_path, paral
     # 1 rank -> 2: the resumed ranks take the 1-rank run's second update, and agree
     _close(r0["final"], _state(one), TOL)
     _close(r1["final"], r0["final"], 1e-7)
-    for r in (r0, r1):  # the weights each rank generates from after the sync: the trained ones
-        if "engine" in r:
+    for r in (r0, r1):  # the weights each rank generates from after the sync: the trained ones,
+        if "engine" in r:  # held only while it generates
             _close(r["engine"], r0["final"], 0.0)
+            assert r["engine_after"] == 0
     assert abs(r0["second"]["loss"] - m1b["loss"]) < 1e-5
 
 

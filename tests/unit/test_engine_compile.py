@@ -1,7 +1,8 @@
-"""`rollout.compile`: the transformers engine with a static KV cache and a compiled decode step.
+"""`rollout.compile`: the transformers engine with a static KV cache and a compiled decode step,
+inside transformers' `generate` or in our whole-step loop (`rollout.decode_loop=whole_step`).
 
-On CPU this compiles for real (inductor, a C++ compiler), so the tests pay one compile of the
-tiny model (tens of seconds on a busy 2-core machine) and share it through a module fixture.
+On CPU this compiles for real (inductor, a C++ compiler), so the tests pay a compile of the
+tiny model per loop (tens of seconds on a busy 2-core machine).
 """
 
 from __future__ import annotations
@@ -26,13 +27,15 @@ def test_auto_compiles_on_cuda_only():
 
 
 @pytest.mark.parametrize("mode", ["on", "off", "auto"])
-def test_the_config_switch_reaches_the_engine(tiny_config, mode):
-    cfg = tiny_config(f"rollout.compile={mode}")
+@pytest.mark.parametrize("loop", ["transformers", "whole_step"])
+def test_the_config_switch_reaches_the_engine(tiny_config, mode, loop):
+    cfg = tiny_config(f"rollout.compile={mode}", f"rollout.decode_loop={loop}")
     policy = load_policy(cfg.model)
     engine = build_engine(
         cfg.rollout, policy, Renderer.from_config(policy.tokenizer, cfg.tasks, policy.model)
     )
     assert engine.compiled == (mode == "on")  # the tests run on CPU: auto leaves it off
+    assert engine.whole_step == (mode == "on" and loop == "whole_step")
 
 
 @pytest.fixture
@@ -44,16 +47,23 @@ def engines(tiny_config):
     prompts = sorted((task.prompt(i) for i in range(40)), key=lambda p: len(p.question))
     requests = renderer.requests([prompts[0], prompts[-1]])  # two lengths: left padding matters
     args = (policy.model, policy.tokenizer, renderer.stop_ids, 8, policy.device)
-    return requests, HFEngine(*args, compile="off"), HFEngine(*args, compile="on")
+    return (
+        requests,
+        HFEngine(*args, compile="off"),
+        HFEngine(*args, "on"),
+        HFEngine(*args, "on", "whole_step"),
+    )
 
 
 def _rows(groups):
     return [(c.completion_ids, c.behavior_logprobs, c.finish_reason) for g in groups for c in g.completions]
 
 
-def test_compiled_greedy_decoding_equals_eager(engines):
-    requests, eager, compiled = engines
-    assert not eager.compiled and compiled.compiled
+@pytest.mark.parametrize("loop", ["transformers", "whole_step"])
+def test_compiled_greedy_decoding_equals_eager(engines, loop):
+    requests, eager, *compiled = engines
+    compiled = compiled[loop == "whole_step"]
+    assert not eager.compiled and compiled.compiled and compiled.whole_step == (loop == "whole_step")
     greedy = SamplingParams(12, greedy=True)
     want = _rows(eager.generate(requests, 2, greedy))
     got = _rows(compiled.generate(requests, 2, greedy))
@@ -71,8 +81,10 @@ def test_compiled_greedy_decoding_equals_eager(engines):
     assert eager.metrics() == {}
 
 
-def test_compiled_sampling_keeps_stops_and_logprobs(engines):
-    requests, _, compiled = engines
+@pytest.mark.parametrize("loop", ["transformers", "whole_step"])
+def test_compiled_sampling_keeps_stops_and_logprobs(engines, loop):
+    requests, _, *compiled = engines
+    compiled = compiled[loop == "whole_step"]
     torch.manual_seed(0)
     groups = compiled.generate(requests + [Request(requests[0].prompt, requests[0].prompt_ids)], 2,
                                SamplingParams(12, temperature=1.0))  # fmt: skip
@@ -82,3 +94,26 @@ def test_compiled_sampling_keeps_stops_and_logprobs(engines):
             assert ids[-1] in compiled.stop_ids and not set(ids[:-1]) & compiled.stop_ids
         else:
             assert len(ids) == 12 and not set(ids) & compiled.stop_ids
+
+
+def test_whole_step_decodes_through_lora_adapters(tiny_config):
+    """A LoRA model (peft) decodes through its base model, whose layers carry the adapters."""
+    cfg = tiny_config("rollout.max_new_tokens=6", "model.lora.enabled=true", "model.lora.r=4")
+    policy = load_policy(cfg.model)
+    with torch.no_grad():  # adapters start as a no-op (B = 0): make them matter
+        for name, p in policy.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(1))
+    renderer = Renderer.from_config(policy.tokenizer, cfg.tasks, policy.model)
+    requests = renderer.requests([build_tasks(cfg.tasks)[0].prompt(i) for i in range(2)])
+    args = (policy.model, policy.tokenizer, renderer.stop_ids, 8, policy.device)
+    greedy = SamplingParams(6, greedy=True)
+    want = _rows(HFEngine(*args, compile="off").generate(requests, 1, greedy))
+    got = _rows(HFEngine(*args, "on", "whole_step").generate(requests, 1, greedy))
+    with policy.model.disable_adapter():
+        base = _rows(HFEngine(*args, compile="off").generate(requests, 1, greedy))
+    flat = lambda rows: [x for _, lps, _ in rows for x in lps]  # noqa: E731
+    assert len(flat(base)) != len(flat(want)) or flat(base) != pytest.approx(flat(want), abs=1e-3)
+    assert [ids for ids, _, _ in got] == [ids for ids, _, _ in want]
+    for (_, lp_got, _), (_, lp_want, _) in zip(got, want):
+        assert lp_got == pytest.approx(lp_want, abs=1e-4)
