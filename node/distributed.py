@@ -315,8 +315,8 @@ def attach(engine, trainer, cfg) -> ShardedEngine:
         engine.model = fsdp.rollout_copy(model)
     if sharded:
         module = fsdp.shard_policy(module, trainer, cfg.trainer)
-    if own_copy:
-        fsdp.release(engine.model)
+        if own_copy:  # filled for each generate call (fsdp.whole_copy)
+            fsdp.release(engine.model)
     else:
         from torch.nn.parallel import DistributedDataParallel
 

@@ -66,11 +66,11 @@ class Decoder:
         device = next(model.parameters()).device
         self.cache = StaticCache(config=model.config, max_cache_len=width + max_new)
         self.stops = torch.tensor(sorted(stop_ids), device=device)
-        # the cache's keyword: `cache` from transformers 5.2x, `past_key_values` before (and in
-        # wrappers); logits of the last position only, where the model can (a prefill's [B, W, V]
-        # logits would be GBs at a 150k vocabulary)
-        # a LoRA model (peft) calls its base model, whose layers carry the adapters
+        # a LoRA model (peft) is called through its base model, whose layers carry the adapters
         self.net = model.get_base_model() if hasattr(model, "get_base_model") else model
+        # the cache's keyword: `cache` from transformers 5.2x, `past_key_values` before; logits of
+        # the last position only where the model can (a prefill's [B, W, V] logits would be GBs at
+        # a 150k vocabulary)
         params = inspect.signature(self.net.forward).parameters
         self.kw = {"cache" if "cache" in params else "past_key_values": self.cache, "use_cache": True}
         if "logits_to_keep" in params:

@@ -29,6 +29,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -280,3 +281,28 @@ def test_ctrl_c_on_a_multi_rank_node_finishes_the_step_and_saves(tmp_path, model
         for c in [*tree, psutil.Process(proc.pid)] if proc.poll() is None else tree:
             with contextlib.suppress(psutil.Error):
                 c.kill()
+
+
+@pytest.mark.parametrize("own_weights", [False, True])
+def test_fsdp_shards_the_policy_whatever_the_engine(tiny_config, tmp_path, monkeypatch, own_weights):
+    """`trainer.parallel=fsdp` shards the policy (no DDP) both for the transformers engine, which
+    gets a whole copy held only while it generates, and for an engine with weights of its own
+    (vLLM), which gets none.  One gloo rank in this process."""
+    import torch.distributed as dist
+
+    from node import distributed
+
+    monkeypatch.setattr(distributed, "_current", None)  # attach's process-wide state, put back after
+    node = Node(tiny_config("trainer.parallel=fsdp", "model.device=cpu"))
+    engine = SimpleNamespace() if own_weights else node.engine  # vLLM-like: no `model` to share
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        sharded = distributed.attach(engine, node.trainer, node.cfg)
+        assert isinstance(node.trainer.dp.module, FSDPModule)
+        assert sharded.own_copy == (not own_weights)
+        if not own_weights:  # a copy apart from the trained module, empty until a generate call
+            assert node.engine.model is not node.policy.model
+            assert sum(p.numel() for p in node.engine.model.parameters()) == 0
+    finally:
+        distributed.release()
+        dist.destroy_process_group()
