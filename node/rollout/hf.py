@@ -138,7 +138,7 @@ class HFEngine:
                 out[i].append(Completion(requests[i].prompt, ids, ids_c, logps, text, reason, self.version))
         return [Group(r.prompt, tuple(cs)) for r, cs in zip(requests, out)]
 
-    def decoder(self, rows: int, width: int, max_new: int):
+    def _decoder_for(self, rows: int, width: int, max_new: int):
         """The whole-step decode loop for this batch shape; replaces the previous one (and its cache)."""
         from node.rollout.decode import Decoder
 
@@ -167,7 +167,7 @@ class HFEngine:
         t0 = time.perf_counter()
         try:
             if self.whole_step:
-                loop = self.decoder(len(prompt_ids), width, sampling.max_new_tokens)
+                loop = self._decoder_for(len(prompt_ids), width, sampling.max_new_tokens)
                 new, logps = loop.run(input_ids.to(self.device), attention.to(self.device), temp,
                                       sampling.top_p, sampling.greedy)  # fmt: skip
             else:
