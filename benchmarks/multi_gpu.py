@@ -2,6 +2,7 @@
 
     python benchmarks/multi_gpu.py --out runs/multi_gpu.json            # 0.5B and 1.5B shapes, 2 H200s
     python benchmarks/multi_gpu.py --shapes qwen1.5b --cases 1,2-ddp     # one shape, two cases
+    python benchmarks/multi_gpu.py --shapes qwen1.5b --decode-loop whole_step   # our decode loop
     python benchmarks/multi_gpu.py --device cpu --quick                  # tiny shape, 2 gloo ranks: tests the script
 
 Each case is a fresh process group launched by torchrun (`--nproc-per-node` 1 or 2; the 1-GPU
@@ -62,7 +63,8 @@ def worker(args) -> None:
         enable_checkpointing(model, lora=False)
     tcfg = TrainerConfig(micro_batch_size=args.micro, lr=1e-6, parallel=args.parallel)
     trainer = our_trainer(model, device, args.new, prox=True, cfg=tcfg)
-    engine = HFEngine(model, tok, {EOS}, args.prompts * args.group, device, args.compile if cuda else "off")
+    compile = args.compile if cuda else "off"
+    engine = HFEngine(model, tok, {EOS}, args.prompts * args.group, device, compile, args.decode_loop)
     if distributed.world() > 1:
         engine = distributed.attach(engine, trainer, SimpleNamespace(trainer=tcfg, seed=0))
     rows = prompts(args.prompts, args.prompt_len, model.config.vocab_size, seed=3)
@@ -124,7 +126,7 @@ def run_case(args, shape: str, case: str, tmp: str) -> dict:
     nproc, parallel = CASES[case]
     result = f"{tmp}/{shape}-{case}"
     own = ["--worker", "--shape", shape, "--parallel", parallel, "--result", result, "--device", args.device]
-    for k in ("prompts", "group", "new", "prompt_len", "micro", "steps", "compile"):
+    for k in ("prompts", "group", "new", "prompt_len", "micro", "steps", "compile", "decode_loop"):
         own += [f"--{k.replace('_', '-')}", str(getattr(args, k))]
     own += ["--gc"] * args.gc
     script = str(Path(__file__).resolve())
@@ -186,6 +188,12 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up")
     p.add_argument(
         "--compile", default="on", choices=["on", "off"], help="the engine's compiled decode (CUDA)"
+    )
+    p.add_argument(
+        "--decode-loop",
+        default="transformers",
+        choices=["transformers", "whole_step"],
+        help="rollout.decode_loop of the compiled engine (node/rollout/decode.py)",
     )
     p.add_argument("--gc", action="store_true", help="gradient checkpointing (model.gradient_checkpointing)")
     p.add_argument(
