@@ -22,8 +22,8 @@ argmax z.  The recorded log-prob is the full distribution's, as the eager engine
 (node/rollout/hf.py).  A row that has produced a stop token emits `pad` afterwards.
 
 Positions: prompts are left-padded to a width W; row b's first generated token sits at position
-len_b (its prompt length), in cache slot W.  The attention mask [B, W + max_new] is fixed in shape:
-prompt pads are 0 and each slot turns 1 when its token is fed in.
+len_b (its prompt length), in cache slot W.  The attention mask [B, length] covers the whole cache:
+prompt pads and slots not yet reached are 0, and each slot turns 1 when its token is fed in.
 """
 
 from __future__ import annotations
@@ -56,15 +56,17 @@ def sample(
 
 
 class Decoder:
-    """The decode loop for one batch shape (rows, W + max_new) of one model; `run` fills a static
-    cache and generates.  `mode`: the step goes through `torch.compile` in this mode (None: eager)."""
+    """The decode loop of one model over a static cache of `length` positions: `run` generates for
+    any prompt width W and max_new with W + max_new <= length.  The step's inputs have the same
+    shapes whatever W ([B] tokens, [B, length] mask), so one compiled graph (per batch size)
+    serves every width.  `mode`: the step goes through `torch.compile` in this mode (None: eager)."""
 
-    def __init__(self, model, rows: int, width: int, max_new: int, pad_id: int, stop_ids, mode: str | None):
+    def __init__(self, model, length: int, pad_id: int, stop_ids, mode: str | None):
         from transformers import StaticCache
 
-        self.model, self.rows, self.width, self.max_new, self.pad_id = model, rows, width, max_new, pad_id
+        self.model, self.length, self.pad_id = model, length, pad_id
         device = next(model.parameters()).device
-        self.cache = StaticCache(config=model.config, max_cache_len=width + max_new)
+        self.cache = StaticCache(config=model.config, max_cache_len=length)
         self.stops = torch.tensor(sorted(stop_ids), device=device)
         # a LoRA model (peft) is called through its base model, whose layers carry the adapters
         self.net = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -89,13 +91,15 @@ class Decoder:
         return nxt, logp, done | torch.isin(nxt, self.stops)
 
     @torch.no_grad()
-    def run(self, input_ids, attention, temperature: float, top_p: float, greedy: bool):
+    def run(self, input_ids, attention, max_new: int, temperature: float, top_p: float, greedy: bool):
         """Prompts [B, W] left-padded with their mask -> (tokens [B, S], log-probs [B, S]) on the
         host, S <= max_new (generation ends early once every row has stopped)."""
         B, W = input_ids.shape
+        if W + max_new > self.length:
+            raise ValueError(f"{W} prompt + {max_new} new tokens exceed the cache's {self.length} positions")
         device = self.stops.device
         self.cache.reset()
-        mask = torch.zeros((B, W + self.max_new), dtype=torch.long, device=device)
+        mask = torch.zeros((B, self.length), dtype=torch.long, device=device)
         mask[:, :W] = attention
         lens = attention.sum(dim=1)
         positions = (attention.cumsum(dim=1) - 1).clamp(min=0)
@@ -105,7 +109,7 @@ class Decoder:
         token, logp = sample(logits, temperature, top_p, greedy, noise)
         done = torch.isin(token, self.stops)
         tokens, logps = [token], [logp]
-        for t in range(1, self.max_new):
+        for t in range(1, max_new):
             if t % CHECK_EVERY == 0 and bool(done.all()):
                 break
             mask[:, W + t - 1] = 1  # the slot `token` goes into

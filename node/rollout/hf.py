@@ -29,16 +29,19 @@ replaces `generate` with our own loop (node/rollout/decode.py): the whole token 
 log-softmax, nucleus, sampling, stop flags) in one compiled function, one CUDA graph a token, and
 a host check for the end every 16 tokens instead of a sync every token; records as the eager path
 makes them.  A compiled graph is specialised on the cache's shape, [rows, prompt width +
-max_new_tokens], so the prompt width is rounded up to a multiple of `WIDTH_STEP` (more left
-padding, which the attention mask hides): steps with prompts of similar lengths reuse one graph.
-The first call for each shape pays the compile; its time is printed once and kept in `compile_s`
+max_new_tokens].  transformers' loop: the prompt width is rounded up to a multiple of `WIDTH_STEP`
+(more left padding, which the attention mask hides), so steps with prompts of similar lengths
+reuse one graph.  The whole-step loop keeps one cache per row count, as long as the longest call
+so far needed (rounded up to `WIDTH_STEP`), and its graph serves every shorter width.  The first
+call for each shape pays the compile; its time is printed once and kept in `compile_s`
 (`metrics()` hands it out once).  `auto` compiles on CUDA only: on CPU it did not pay
 (docs/benchmarks.md, "Engine and log-prob memory (CPU)"; with `whole_step` it ties eager on 2
-cores).  The static cache stays allocated between calls (transformers keeps it on the model; the
-whole-step loop keeps the latest shape's): rows x cache length x layers x 2 x KV heads x head dim
-x 2 B (0.4 GB for 64 x 512 positions of the 0.5B Qwen shape).  On an H200 the compiled engine (transformers' loop) ran 4.0-4.7x
-plain `generate` at 0.5B, 3.4x at 1.5B, in 1.07x its memory (docs/benchmarks.md, "GPU: engine and
-train step vs TRL (H200)"); the whole-step loop is not yet measured on a GPU.
+cores).  The static cache stays allocated between calls (transformers keeps the latest on the
+model; the whole-step loop one per row count): rows x cache length x layers x 2 x KV heads x head
+dim x 2 B (0.4 GB for 64 x 512 positions of the 0.5B Qwen shape).  On an H200 the compiled engine
+(transformers' loop) ran 4.0-4.7x plain `generate` at 0.5B, 3.4x at 1.5B, in 1.07x its memory
+(docs/benchmarks.md, "GPU: engine and train step vs TRL (H200)"); the whole-step loop is not yet
+measured on a GPU.
 """
 
 from __future__ import annotations
@@ -113,7 +116,7 @@ class HFEngine:
         self.compiled = use_compile(compile, device)
         self.whole_step = self.compiled and decode_loop == "whole_step"  # node/rollout/decode.py
         self.compile_s: dict[tuple[int, int], float] = {}  # (rows, cache length) -> first call's seconds
-        self._decoder = None  # whole_step: the loop (and static cache) of the latest shape
+        self._decoders: dict = {}  # whole_step: rows -> the loop and its static cache
         self._unreported = 0.0  # compile seconds not yet handed out by `metrics()`
 
     def metrics(self) -> dict[str, float]:
@@ -138,23 +141,28 @@ class HFEngine:
                 out[i].append(Completion(requests[i].prompt, ids, ids_c, logps, text, reason, self.version))
         return [Group(r.prompt, tuple(cs)) for r, cs in zip(requests, out)]
 
-    def _decoder_for(self, rows: int, width: int, max_new: int):
-        """The whole-step decode loop for this batch shape; replaces the previous one (and its cache)."""
+    def _decoder_for(self, rows: int, need: int):
+        """The whole-step loop for `rows` rows, its cache at least `need` positions long (kept per
+        row count; a longer need replaces it, rounded up to a multiple of `WIDTH_STEP`)."""
         from node.rollout.decode import Decoder
 
-        d = self._decoder
-        if d is None or (d.model, d.rows, d.width, d.max_new) != (self.model, rows, width, max_new):
-            self._decoder = None  # free the old static cache first
+        d = self._decoders.get(rows)
+        if d is None or d.model is not self.model or d.length < need:
+            self._decoders.pop(rows, None)  # free the old static cache first
             mode = "reduce-overhead" if torch.device(self.device).type == "cuda" else "default"
-            self._decoder = Decoder(self.model, rows, width, max_new, self.pad_id, self.stop_ids, mode)
-        return self._decoder
+            length = -(-need // WIDTH_STEP) * WIDTH_STEP
+            d = self._decoders[rows] = Decoder(self.model, length, self.pad_id, self.stop_ids, mode)
+        return d
 
     @torch.no_grad()
     def _generate_batch(self, prompt_ids: list[list[int]], sampling: SamplingParams):
         width = max(len(ids) for ids in prompt_ids)
-        if self.compiled:
+        if self.compiled and not self.whole_step:  # whole_step: any width fits its graph
             width = -(-width // WIDTH_STEP) * WIDTH_STEP
-        shape = (len(prompt_ids), width + sampling.max_new_tokens)
+        shape = (len(prompt_ids), width + sampling.max_new_tokens)  # (rows, cache length) compiled for
+        if self.whole_step:
+            loop = self._decoder_for(*shape)
+            shape = (shape[0], loop.length)  # one graph for every width that fits
         first_call = self.compiled and shape not in self.compile_s
         input_ids = torch.full((len(prompt_ids), width), self.pad_id, dtype=torch.long)
         attention = torch.zeros_like(input_ids)
@@ -167,9 +175,8 @@ class HFEngine:
         t0 = time.perf_counter()
         try:
             if self.whole_step:
-                loop = self._decoder_for(len(prompt_ids), width, sampling.max_new_tokens)
-                new, logps = loop.run(input_ids.to(self.device), attention.to(self.device), temp,
-                                      sampling.top_p, sampling.greedy)  # fmt: skip
+                new, logps = loop.run(input_ids.to(self.device), attention.to(self.device),
+                                      sampling.max_new_tokens, temp, sampling.top_p, sampling.greedy)  # fmt: skip
             else:
                 new, logps = self._generate(input_ids, attention, sampling, temp)
         finally:

@@ -55,6 +55,14 @@ def engines(tiny_config):
     )
 
 
+def _same(got_groups, want_groups) -> None:
+    """The same tokens, the same stops at the same tokens, log-probs within 1e-4."""
+    got, want = _rows(got_groups), _rows(want_groups)
+    assert [(ids, r) for ids, _, r in got] == [(ids, r) for ids, _, r in want]
+    for (_, lp_got, _), (_, lp_want, _) in zip(got, want):
+        assert lp_got == pytest.approx(lp_want, abs=1e-4)
+
+
 def _rows(groups):
     return [(c.completion_ids, c.behavior_logprobs, c.finish_reason) for g in groups for c in g.completions]
 
@@ -65,19 +73,20 @@ def test_compiled_greedy_decoding_equals_eager(engines, loop):
     compiled = compiled[loop == "whole_step"]
     assert not eager.compiled and compiled.compiled and compiled.whole_step == (loop == "whole_step")
     greedy = SamplingParams(12, greedy=True)
-    want = _rows(eager.generate(requests, 2, greedy))
-    got = _rows(compiled.generate(requests, 2, greedy))
-    assert [ids for ids, _, _ in got] == [ids for ids, _, _ in want]
-    assert [r for _, _, r in got] == [r for _, _, r in want]  # the same stops, at the same tokens
-    for (_, lp_got, _), (_, lp_want, _) in zip(got, want):
-        assert lp_got == pytest.approx(lp_want, abs=1e-4)
+    _same(compiled.generate(requests, 2, greedy), eager.generate(requests, 2, greedy))
 
     # the first call of a shape was timed and reported once; a second call reuses the graph
     (shape,) = compiled.compile_s
-    assert shape[0] == 4 and (shape[1] - 12) % WIDTH_STEP == 0
+    assert shape[0] == 4 and (shape[1] - (0 if compiled.whole_step else 12)) % WIDTH_STEP == 0
     assert compiled.metrics()["rollout/compile_s"] > 0 and compiled.metrics() == {}
     compiled.generate(requests, 2, greedy)
     assert len(compiled.compile_s) == 1 and compiled.metrics() == {}
+    if compiled.whole_step:  # a narrower batch and fewer new tokens fit the same cache and graph
+        (loop,) = compiled._decoders.values()
+        narrow = [requests[0], Request(requests[0].prompt, requests[0].prompt_ids[:-3])]
+        short = SamplingParams(5, greedy=True)
+        _same(compiled.generate(narrow, 2, short), eager.generate(narrow, 2, short))
+        assert compiled._decoders == {4: loop} and len(compiled.compile_s) == 1
     assert eager.metrics() == {}
 
 
@@ -108,12 +117,11 @@ def test_whole_step_decodes_through_lora_adapters(tiny_config):
     requests = renderer.requests([build_tasks(cfg.tasks)[0].prompt(i) for i in range(2)])
     args = (policy.model, policy.tokenizer, renderer.stop_ids, 8, policy.device)
     greedy = SamplingParams(6, greedy=True)
-    want = _rows(HFEngine(*args, compile="off").generate(requests, 1, greedy))
-    got = _rows(HFEngine(*args, "on", "whole_step").generate(requests, 1, greedy))
+    want_groups = HFEngine(*args, compile="off").generate(requests, 1, greedy)
+    want = _rows(want_groups)
+    got = HFEngine(*args, "on", "whole_step").generate(requests, 1, greedy)
     with policy.model.disable_adapter():
         base = _rows(HFEngine(*args, compile="off").generate(requests, 1, greedy))
     flat = lambda rows: [x for _, lps, _ in rows for x in lps]  # noqa: E731
     assert len(flat(base)) != len(flat(want)) or flat(base) != pytest.approx(flat(want), abs=1e-3)
-    assert [ids for ids, _, _ in got] == [ids for ids, _, _ in want]
-    for (_, lp_got, _), (_, lp_want, _) in zip(got, want):
-        assert lp_got == pytest.approx(lp_want, abs=1e-4)
+    _same(got, want_groups)
