@@ -111,10 +111,14 @@ def verdicts(regime: str, arms: dict[str, list[dict]]) -> list[str]:
             if not get(ours):
                 continue
             d40 = paired(arms[ours], arms["4/0"], "final")
-            at75 = {r["seed"]: r["curve"][3] for r in arms["8/0"]}  # round 75: 8/0 has generated as much
+            # round 75: 8/0 has generated as much (run.py evaluates at the start and end only)
+            at75 = {r["seed"]: r["curve"][3] for r in arms["8/0"] if len(r["curve"]) > 3}
             d80 = [r["final"] - at75[r["seed"]] for r in arms[ours] if r["seed"] in at75]
             res = []
             for name, d in (("4/0", d40), ("8/0 at round 75", d80)):
+                if not d:
+                    res.append(f"vs {name}: not evaluated in these runs")
+                    continue
                 se = st.stdev(d) / len(d) ** 0.5 if len(d) > 1 else 0.0
                 ok = st.fmean(d) >= -2 * se
                 res.append(f"vs {name} {st.fmean(d):+.4f} (2 s.e. {2 * se:.4f}) {'pass' if ok else 'FAIL'}")
