@@ -35,8 +35,8 @@ reuse one graph.  The whole-step loop keeps one cache per row count, as long as 
 so far needed (rounded up to `WIDTH_STEP`), and its graph serves every shorter width.  The first
 call for each shape pays the compile; its time is printed once and kept in `compile_s`
 (`metrics()` hands it out once).  `auto` compiles on CUDA only: on CPU it did not pay
-(docs/benchmarks.md, "Engine and log-prob memory (CPU)"; with `whole_step` it ties eager on 2
-cores).  The static cache stays allocated between calls (transformers keeps the latest on the
+(docs/benchmarks.md, "Engine and log-prob memory (CPU)"; with `whole_step` it ties eager at
+SmolLM2 on 2 cores).  The static cache stays allocated between calls (transformers keeps the latest on the
 model; the whole-step loop one per row count): rows x cache length x layers x 2 x KV heads x head
 dim x 2 B (0.4 GB for 64 x 512 positions of the 0.5B Qwen shape).  On an H200 the compiled engine
 (transformers' loop) ran 4.0-4.7x plain `generate` at 0.5B, 3.4x at 1.5B, in 1.07x its memory
