@@ -82,11 +82,11 @@ def test_compiled_greedy_decoding_equals_eager(engines, loop):
     compiled.generate(requests, 2, greedy)
     assert len(compiled.compile_s) == 1 and compiled.metrics() == {}
     if compiled.whole_step:  # a narrower batch and fewer new tokens fit the same cache and graph
-        (loop,) = compiled._decoders.values()
+        (decoder,) = compiled._decoders.values()
         narrow = [requests[0], Request(requests[0].prompt, requests[0].prompt_ids[:-3])]
         short = SamplingParams(5, greedy=True)
         _same(compiled.generate(narrow, 2, short), eager.generate(narrow, 2, short))
-        assert compiled._decoders == {4: loop} and len(compiled.compile_s) == 1
+        assert compiled._decoders == {4: decoder} and len(compiled.compile_s) == 1
     assert eager.metrics() == {}
 
 
